@@ -1,0 +1,146 @@
+"""Echo noise (Brekelmans, Moyer, Galstyan & Ver Steeg, NeurIPS 2019): noise with an exact I(X;Z).
+
+z = f(x) + S(x) ε with ε = Σ_l f(x_{j_l}) Π_{k<l} S(x_{j_k}), the j_l drawn from the *other* members of the batch,
+so the noise is built from the encoder's own outputs. With diagonal S = r · exp(s(x)) (s ≤ 0, e.g. log_sigmoid
+of a pre-activation, and a clip factor r < 1), I(X;Z) = −E_x Σ_d log S_d(x) exactly.
+
+The clip factor r makes the truncated series converge to float32 precision: it is the largest r with
+M r^d_max / (1 − r) ≤ 2^−23 for |f| ≤ M, so the first omitted term and everything after it vanish in float32.
+The same r must be used in the sample and in the rate; `EchoNoise` and the functions here share it by default.
+(The original computes r = (2^−23/M)^(1/d_max) = 0.8526 in its sampler, which bounds only the first omitted term,
+but uses the constant 0.8359 in its loss: a mismatch we do not copy. 0.8359 satisfies the bound too; pass
+`clip_factor=PAPER_CLIP_FACTOR` to reproduce the paper's rate values exactly.)
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from infodrop_jax import layers
+
+Array = jax.Array
+
+_FLOAT32_EPS = 2.0**-23
+
+# The clip factor the original echo_loss uses for d_max = 100.
+PAPER_CLIP_FACTOR = 0.8359
+
+
+def default_clip_factor(d_max: int, f_bound: float = 1.0) -> float:
+  """Largest r in (0, 1) with f_bound · r^d_max / (1 − r) ≤ 2^−23 (0.8373 for d_max = 100, f_bound = 1)."""
+  if d_max < 1:
+    raise ValueError(f'd_max must be a positive number of echo terms, got {d_max!r}.')
+  if not f_bound > 0:
+    raise ValueError(f'f_bound must be > 0 (a bound on |f(x)|), got {f_bound!r}.')
+  lo, hi = 0.0, 1.0
+  for _ in range(60):  # Bisection on a monotone function of r: 60 halvings reach float64 resolution.
+    mid = 0.5 * (lo + hi)
+    if f_bound * mid**d_max / (1.0 - mid) <= _FLOAT32_EPS:
+      lo = mid
+    else:
+      hi = mid
+  return lo
+
+
+def _check_echo_args(batch_size: int, d_max: int, replace: bool) -> None:
+  if d_max < 1:
+    raise ValueError(f'd_max must be a positive number of echo terms, got {d_max!r}.')
+  if not replace and d_max >= batch_size:
+    raise ValueError(
+        f'd_max={d_max} must be smaller than the batch size ({batch_size}) when sampling without replacement: each '
+        f'example draws d_max *other* examples. Lower d_max, raise the batch size, or pass replace=True.')
+
+
+def _other_indices(key: Array, batch_size: int, d_max: int, replace: bool) -> Array:
+  """(batch, d_max) indices; row i holds examples other than i, distinct within the row unless `replace`."""
+  if replace:
+    idx = jax.random.randint(key, (batch_size, d_max), 0, batch_size - 1)
+  else:
+    # Rank random keys to get an independent random ordering of the batch_size − 1 others for every row.
+    scores = jax.random.uniform(key, (batch_size, batch_size - 1))
+    idx = jnp.argsort(scores, axis=1)[:, :d_max]
+  # Indices in [0, batch_size − 1) skip the row's own index.
+  return idx + (idx >= jnp.arange(batch_size)[:, None])
+
+
+def log_scale(log_s: Array, clip_factor: float) -> Array:
+  """log S(x) = log r + s(x)."""
+  return jnp.log(clip_factor) + jnp.asarray(log_s, jnp.float32)
+
+
+def echo_sample(key: Array, f: Array, log_s: Array, d_max: int = 100, clip_factor: float | None = None,
+                replace: bool = False) -> Array:
+  """Draws z = f + S ⊙ ε with echo noise built from the other examples of the batch.
+
+  Args:
+    key: PRNG key choosing which other examples echo into each one.
+    f: (batch, ...) encoder means; should be bounded (|f| ≤ 1 for the default clip factor), e.g. tanh.
+    log_s: (batch, ...) s(x) ≤ 0, e.g. jax.nn.log_sigmoid of a pre-activation.
+    d_max: number of echo terms.
+    clip_factor: r; defaults to `default_clip_factor(d_max)`. Use the same r in `echo_mutual_information`.
+    replace: draw the other examples with replacement (then d_max may exceed the batch size).
+  Returns:
+    z with f's shape and dtype.
+  """
+  if f.shape != log_s.shape:
+    raise ValueError(f'echo_sample: log_s shape {log_s.shape} must equal f shape {f.shape}.')
+  batch_size = f.shape[0]
+  _check_echo_args(batch_size, d_max, replace)
+  clip_factor = default_clip_factor(d_max) if clip_factor is None else clip_factor
+  idx = _other_indices(key, batch_size, d_max, replace)
+  f32 = f.astype(jnp.float32).reshape(batch_size, -1)
+  log_scale_flat = log_scale(log_s, clip_factor).reshape(batch_size, -1)
+  f_echo = f32[idx]                      # (batch, d_max, units)
+  log_scale_echo = log_scale_flat[idx]   # (batch, d_max, units)
+  # Π_{k<l} S(x_{j_k}) as an exclusive cumulative sum in log space: stable, and the l = 0 term gets factor 1.
+  exclusive = jnp.cumsum(log_scale_echo, axis=1) - log_scale_echo
+  eps = jnp.sum(f_echo * jnp.exp(exclusive), axis=1)
+  z = f32 + jnp.exp(log_scale_flat) * eps
+  return z.reshape(f.shape).astype(f.dtype)
+
+
+def echo_rate_map(log_s: Array, clip_factor: float) -> Array:
+  """Per-unit contribution −log S_d(x) to I(X;Z); it sums over units (and averages over x) to the exact MI."""
+  return -log_scale(log_s, clip_factor)
+
+
+def echo_mutual_information(log_s: Array, d_max: int = 100, clip_factor: float | None = None) -> Array:
+  """Exact I(X;Z) in nats for each example: −Σ_d log S_d(x), shape (batch,). Its batch mean estimates I(X;Z)."""
+  clip_factor = default_clip_factor(d_max) if clip_factor is None else clip_factor
+  rate = echo_rate_map(log_s, clip_factor)
+  return jnp.sum(rate.reshape(rate.shape[0], -1), axis=1)
+
+
+class EchoNoise(layers.NoiseModule):
+  """Echo noise as a Linen layer: `EchoNoise()(f, log_s)` → z; sows the per-unit rate −log S into 'kl'.
+
+  Because the rate map goes into the same collection as the KL maps of `infodrop_jax.layers`, `kl.total_kl` and
+  `kl.kl_per_layer` give I(X;Z) for echo layers too. Needs a fixed batch size larger than d_max (without
+  replacement), which jit guarantees.
+  """
+  d_max: int = 100
+  clip_factor: float | None = None
+  replace: bool = False
+  deterministic: bool | None = None
+  rng_collection: str = 'noise'
+
+  def __post_init__(self):
+    if self.d_max < 1:
+      raise ValueError(f'EchoNoise: d_max must be a positive number of echo terms, got {self.d_max!r}.')
+    if self.clip_factor is not None and not 0.0 < self.clip_factor < 1.0:
+      raise ValueError(f'EchoNoise: clip_factor must be in (0, 1), got {self.clip_factor!r}.')
+    super().__post_init__()
+
+  @property
+  def resolved_clip_factor(self) -> float:
+    return default_clip_factor(self.d_max) if self.clip_factor is None else self.clip_factor
+
+  @nn.compact
+  def __call__(self, f: Array, log_s: Array, deterministic: bool | None = None) -> Array:
+    _check_echo_args(f.shape[0], self.d_max, self.replace)
+    clip_factor = self.resolved_clip_factor
+    self._sow_kl(echo_rate_map(log_s, clip_factor))
+    key = self._noise_key(deterministic)
+    if key is None:
+      return f
+    return echo_sample(key, f, log_s, self.d_max, clip_factor, self.replace)

@@ -1,0 +1,315 @@
+"""Information Dropout and its control noises as Flax Linen modules.
+
+Three levels, from most to least assembled:
+- `InformationDropoutConv` / `InformationDropoutDense`: x → projection → [BatchNorm] → activation → noise. For the
+  'information' method a second projection of the same x gives the alpha logits (the original's pooling form).
+  The `method` field swaps in the control noises (binary, Gaussian, constant log-normal, variational, none), so a
+  model switches noise from its config without changing its code.
+- `InformationDropout`: the bare noise for users who build the signal f and the alpha logits themselves.
+- `BinaryDropout`, `GaussianDropout`, `LogNormalDropout`, `VariationalDropout`: the bare control noises.
+
+All noise is multiplicative, drawn from the rng stream `rng_collection` (default 'noise'), and off when
+`deterministic` (attribute or call argument, the `flax.linen.Dropout` convention). Layers with a KL term sow their
+per-unit KL map into the 'kl' collection (see `infodrop_jax.kl`); the map is sown in deterministic mode too, since
+the KL depends only on the noise distribution, which is what the information heatmaps show. Noise and KL math
+run in float32 whatever the activation dtype.
+"""
+
+from collections.abc import Callable, Sequence
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from infodrop_jax import kl as kl_lib
+
+Array = jax.Array
+Dtype = Any
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {'relu': nn.relu, 'softplus': nn.softplus}
+PRIORS = ('log_uniform', 'log_normal')
+METHODS = ('information', 'binary', 'gaussian', 'lognormal_constant', 'variational', 'none')
+
+# The original takes log max(f, 1e-4) in the log-normal KL: ReLU-like units can be exactly 0.
+_LOG_F_FLOOR = 1e-4
+
+
+def _check_choice(owner: str, field: str, value: Any, allowed: Sequence[Any]) -> None:
+  if value not in allowed:
+    raise ValueError(f'{owner}: unknown {field}={value!r}; expected one of {", ".join(map(repr, allowed))}.')
+
+
+def _check_positive(owner: str, field: str, value: float) -> None:
+  if not value > 0:
+    raise ValueError(f'{owner}: {field} must be > 0, got {value!r}.')
+
+
+def _check_rate(owner: str, rate: float) -> None:
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f'{owner}: rate (the drop probability) must be in [0, 1), got {rate!r}.')
+
+
+def default_prior(activation: str) -> str:
+  """The paper's pairing: log-uniform prior for ReLU, log-normal prior for softplus."""
+  _check_choice('default_prior', 'activation', activation, tuple(ACTIVATIONS))
+  return 'log_uniform' if activation == 'relu' else 'log_normal'
+
+
+class NoiseModule(nn.Module):
+  """Base of the noise layers: the deterministic switch, a clear error for a missing key, and KL sowing.
+
+  Subclasses define the fields `deterministic` and `rng_collection`.
+  """
+
+  def _noise_key(self, deterministic: bool | None) -> Array | None:
+    """The key for this call's noise, or None when the noise is off."""
+    if nn.merge_param('deterministic', self.deterministic, deterministic):
+      return None
+    if not self.has_rng(self.rng_collection):
+      raise ValueError(
+          f'{type(self).__name__} needs a PRNG key in the {self.rng_collection!r} stream when deterministic=False: '
+          f"pass rngs={{'{self.rng_collection}': key}} to apply(), or call it with deterministic=True.")
+    return self.make_rng(self.rng_collection)
+
+  def _sow_kl(self, kl_map: Array) -> None:
+    self.sow(kl_lib.KL_COLLECTION, kl_lib.KL_MAP_NAME, kl_map.astype(jnp.float32))
+
+
+class InformationDropout(NoiseModule):
+  """Bare Information Dropout: z = f ⊙ exp(α ε), ε ~ N(0, 1), α = 0.001 + max_alpha · sigmoid(alpha_logits).
+
+  Attributes:
+    max_alpha: cap of the noise scale (the original's default 0.7 for CIFAR, 1.0 for Cluttered MNIST).
+    prior: 'log_uniform' (ReLU units) or 'log_normal' (softplus units; learned per-layer μ and σ, stored as
+      params `prior_mu` and `prior_log_sigma` so σ = exp(log σ) stays positive; init μ = 0, σ = 1 as the original).
+    deterministic: noise off (z = f) when True; mergeable with the call argument.
+    rng_collection: the rng stream the noise is drawn from.
+  """
+  max_alpha: float = 0.7
+  prior: str = 'log_uniform'
+  deterministic: bool | None = None
+  rng_collection: str = 'noise'
+
+  def __post_init__(self):
+    _check_positive(type(self).__name__, 'max_alpha', self.max_alpha)
+    _check_choice(type(self).__name__, 'prior', self.prior, PRIORS)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, f: Array, alpha_logits: Array, deterministic: bool | None = None) -> Array:
+    if f.shape != alpha_logits.shape:
+      raise ValueError(f'InformationDropout: alpha_logits shape {alpha_logits.shape} must equal signal shape {f.shape}.')
+    alpha = kl_lib.ALPHA_FLOOR + self.max_alpha * jax.nn.sigmoid(alpha_logits.astype(jnp.float32))
+    self.sow('intermediates', 'alpha', alpha)
+    if self.prior == 'log_uniform':
+      self._sow_kl(kl_lib.log_uniform_kl(alpha, self.max_alpha))
+    else:
+      mu = self.param('prior_mu', nn.initializers.zeros_init(), (), jnp.float32)
+      log_sigma = self.param('prior_log_sigma', nn.initializers.zeros_init(), (), jnp.float32)
+      log_f = jnp.log(jnp.maximum(f.astype(jnp.float32), _LOG_F_FLOOR))
+      self._sow_kl(kl_lib.log_normal_kl(alpha, log_f, mu, jnp.exp(log_sigma)))
+    key = self._noise_key(deterministic)
+    if key is None:
+      return f
+    log_eps = alpha * jax.random.normal(key, f.shape, jnp.float32)
+    return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
+
+
+class LogNormalDropout(NoiseModule):
+  """Constant log-normal noise z = f ⊙ exp(α ε): the paper's non-adaptive control for Information Dropout.
+
+  Its KL under the log-uniform prior is the same formula as Information Dropout's (a constant here, so it does not
+  change training); it is sown, normalised by `max_alpha`, so information planes compare the two directly.
+  """
+  alpha: float = 0.5
+  max_alpha: float = 0.7
+  deterministic: bool | None = None
+  rng_collection: str = 'noise'
+
+  def __post_init__(self):
+    _check_positive(type(self).__name__, 'alpha', self.alpha)
+    _check_positive(type(self).__name__, 'max_alpha', self.max_alpha)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
+    self._sow_kl(jnp.broadcast_to(kl_lib.log_uniform_kl(self.alpha, self.max_alpha), f.shape))
+    key = self._noise_key(deterministic)
+    if key is None:
+      return f
+    log_eps = self.alpha * jax.random.normal(key, f.shape, jnp.float32)
+    return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
+
+
+class BinaryDropout(NoiseModule):
+  """Bernoulli dropout, inverted scaling (E[z] = f). No KL term. Unlike `nn.Dropout` it uses the 'noise' stream."""
+  rate: float = 0.5
+  deterministic: bool | None = None
+  rng_collection: str = 'noise'
+
+  def __post_init__(self):
+    _check_rate(type(self).__name__, self.rate)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
+    key = self._noise_key(deterministic)
+    if key is None or self.rate == 0.0:
+      return f
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(key, keep, f.shape)
+    return jnp.where(mask, f / jnp.asarray(keep, f.dtype), jnp.zeros_like(f))
+
+
+class GaussianDropout(NoiseModule):
+  """Multiplicative Gaussian noise N(1, rate/(1−rate)): the variance of Bernoulli dropout at the same rate."""
+  rate: float = 0.5
+  deterministic: bool | None = None
+  rng_collection: str = 'noise'
+
+  def __post_init__(self):
+    _check_rate(type(self).__name__, self.rate)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
+    key = self._noise_key(deterministic)
+    if key is None:
+      return f
+    std = math.sqrt(self.rate / (1.0 - self.rate))
+    eps = 1.0 + std * jax.random.normal(key, f.shape, jnp.float32)
+    return (f.astype(jnp.float32) * eps).astype(f.dtype)
+
+
+class VariationalDropout(NoiseModule):
+  """Variational dropout (Kingma et al. 2015) on units: z = f ⊙ N(1, α) with a learned α per feature (last axis).
+
+  α is clipped to ≤ 1, the range of their KL approximation; the KL map (`kl.variational_dropout_kl`) is sown for
+  every unit. `init_rate` sets the initial α = rate/(1−rate), i.e. the Gaussian-dropout equivalent.
+  """
+  init_rate: float = 0.5
+  deterministic: bool | None = None
+  rng_collection: str = 'noise'
+
+  def __post_init__(self):
+    _check_rate(type(self).__name__, self.init_rate)
+    if self.init_rate == 0.0:
+      raise ValueError('VariationalDropout: init_rate must be > 0 (alpha = rate/(1-rate) is learned in log space).')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
+    init_log_alpha = math.log(self.init_rate / (1.0 - self.init_rate))
+    log_alpha = self.param('log_alpha', nn.initializers.constant(init_log_alpha), (f.shape[-1],), jnp.float32)
+    log_alpha = jnp.minimum(log_alpha, 0.0)
+    self._sow_kl(jnp.broadcast_to(kl_lib.variational_dropout_kl(log_alpha), f.shape))
+    key = self._noise_key(deterministic)
+    if key is None:
+      return f
+    eps = 1.0 + jnp.exp(0.5 * log_alpha) * jax.random.normal(key, f.shape, jnp.float32)
+    return (f.astype(jnp.float32) * eps).astype(f.dtype)
+
+
+class _NoisyProjection(nn.Module):
+  """x → projection → [BatchNorm] → activation → noise(method); subclasses supply the projection (conv or dense).
+
+  Attributes:
+    features: output features of the signal (and alpha) projection.
+    method: one of METHODS.
+    activation: 'relu' or 'softplus'.
+    prior: 'log_uniform' or 'log_normal' for the information method; None picks the paper's pairing
+      (`default_prior(activation)`).
+    use_bn: BatchNorm on the signal path (All-CNN), not on the alpha path (as the original).
+    bn_momentum: BatchNorm running-average decay (the original's 0.9).
+    max_alpha: information dropout's cap on α; also the normaliser of the constant log-normal KL.
+    rate: drop probability for 'binary' and 'gaussian'; the initial rate for 'variational'.
+    lognormal_alpha: the fixed α of 'lognormal_constant'.
+    deterministic: noise off; mergeable with the call argument.
+    use_running_average: BatchNorm running statistics instead of batch statistics; mergeable with the call argument.
+    rng_collection: the rng stream of the noise.
+    dtype: computation dtype of the projections and BatchNorm (e.g. jnp.bfloat16); noise and KL stay float32.
+    param_dtype: dtype of the parameters.
+  """
+  features: int
+  method: str = 'information'
+  activation: str = 'relu'
+  prior: str | None = None
+  use_bn: bool = False
+  bn_momentum: float = 0.9
+  max_alpha: float = 0.7
+  rate: float = 0.5
+  lognormal_alpha: float = 0.5
+  deterministic: bool | None = None
+  use_running_average: bool | None = None
+  rng_collection: str = 'noise'
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  def __post_init__(self):
+    owner = type(self).__name__
+    _check_choice(owner, 'method', self.method, METHODS)
+    _check_choice(owner, 'activation', self.activation, tuple(ACTIVATIONS))
+    if self.prior is not None:
+      _check_choice(owner, 'prior', self.prior, PRIORS)
+    _check_positive(owner, 'max_alpha', self.max_alpha)
+    _check_positive(owner, 'lognormal_alpha', self.lognormal_alpha)
+    _check_rate(owner, self.rate)
+    super().__post_init__()
+
+  def _projection(self, name: str, use_bias: bool) -> nn.Module:
+    raise NotImplementedError
+
+  def _noise(self) -> nn.Module | None:
+    common = dict(rng_collection=self.rng_collection, name='noise')
+    if self.method == 'information':
+      return InformationDropout(max_alpha=self.max_alpha, prior=self.prior or default_prior(self.activation), **common)
+    if self.method == 'binary':
+      return BinaryDropout(rate=self.rate, **common)
+    if self.method == 'gaussian':
+      return GaussianDropout(rate=self.rate, **common)
+    if self.method == 'lognormal_constant':
+      return LogNormalDropout(alpha=self.lognormal_alpha, max_alpha=self.max_alpha, **common)
+    if self.method == 'variational':
+      return VariationalDropout(init_rate=self.rate, **common)
+    return None
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool | None = None, use_running_average: bool | None = None) -> Array:
+    deterministic = nn.merge_param('deterministic', self.deterministic, deterministic)
+    f = self._projection('signal', use_bias=not self.use_bn)(x)
+    if self.use_bn:
+      use_running_average = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
+      f = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name='bn')(f)
+    f = ACTIVATIONS[self.activation](f)
+    noise = self._noise()
+    if noise is None:
+      return f
+    if self.method == 'information':
+      # α is a function of the same input as f, not of f: the original's separate alpha conv.
+      return noise(f, self._projection('alpha', use_bias=True)(x), deterministic=deterministic)
+    return noise(f, deterministic=deterministic)
+
+
+class InformationDropoutConv(_NoisyProjection):
+  """Convolutional Information Dropout (the original's `information_pool`: a strided conv that also drops).
+
+  Signal f = act([BN](conv(x))); alpha logits = a second conv of x with the same kernel and stride, with bias and no
+  BatchNorm. See `_NoisyProjection` for the other attributes; `method` swaps in the control noises.
+  """
+  kernel_size: Sequence[int] = (3, 3)
+  strides: Sequence[int] = (2, 2)
+  padding: str = 'SAME'
+
+  def _projection(self, name: str, use_bias: bool) -> nn.Module:
+    return nn.Conv(self.features, tuple(self.kernel_size), strides=tuple(self.strides), padding=self.padding,
+                   use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+
+class InformationDropoutDense(_NoisyProjection):
+  """Dense Information Dropout for fully connected nets and VAE latents; see `_NoisyProjection` for attributes."""
+
+  def _projection(self, name: str, use_bias: bool) -> nn.Module:
+    return nn.Dense(self.features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
