@@ -1,0 +1,31 @@
+"""Information dropout on CIFAR-10, All-CNN-32, ReLU / log-uniform prior: the original's defaults.
+
+Command (8 GPUs or 1; data-parallel over all visible devices):
+  python launch.py --config=configs/cifar_info.py --workdir=workdirs/cifar_info
+Without canonical CIFAR-10 on disk, the offline JPEG proxy (lossy, not canonical):
+  python launch.py --config=configs/cifar_info.py --workdir=W \
+    --config.data.source=image_folder --config.data.path=../shared/data/cifar10_jpeg/cifar10_jpeg.tar
+CPU smoke run (a minute): python launch.py --config=configs/cifar_info.py:smoke --workdir=/tmp/smoke
+
+Expected time: 200 epochs × 500 steps of batch 100; not yet timed on a GPU (see benchmarks/RESULTS.md for
+train-step images/s). Expected result: the paper reports about 10 % test error for information dropout on
+All-CNN-32 without augmentation (All-CNN-C: 9.08 %, Springenberg et al. 2014); not yet reproduced here.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+from infodrop_jax.data import config as data_config
+
+
+def get_config(config_string: str | None = None) -> ml_collections.ConfigDict:
+  """The original `cifar.py` defaults; `:smoke` for a tiny CPU run on 512 proxy images."""
+  variant = base.parse_variant(config_string)
+  config = base.get_base_config('cifar10')
+  if variant == 'smoke':
+    root = data_config.default_data_root()
+    config.data.source = 'image_folder'
+    config.data.path = str(root / 'cifar10_jpeg' / 'cifar10_jpeg.tar') if root else ''
+    base.smoke(config)
+  return config

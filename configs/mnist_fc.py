@@ -1,0 +1,31 @@
+"""Fully connected MNIST net 784-512-128-32-10 with the dropout method of `model.dropout` on the 32-d layer.
+
+Command (CPU, minutes): python launch.py --config=configs/mnist_fc.py --workdir=workdirs/mnist_fc
+Other methods: --config.model.dropout=binary|gaussian|lognormal_constant|variational|none
+CPU smoke run: --config=configs/mnist_fc.py:smoke
+Expected time and result: see README (measured on a 2-core CPU); the done criterion is ≥ 98 % test accuracy.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+
+
+def get_config(config_string: str | None = None) -> ml_collections.ConfigDict:
+  """Adam 1e-3 (Keras-style recipe), ×0.1 at epoch 15, 20 epochs, batch 100, beta 1, no weight decay."""
+  variant = base.parse_variant(config_string)
+  config = base.get_base_config('mnist')
+  config.model.name = 'mlp'
+  config.model.hidden_sizes = (512, 128, 32)
+  config.model.max_alpha = 0.7
+  config.loss.beta = 1.0
+  config.loss.weight_decay = 0.0
+  config.optim.name = 'adam'
+  config.optim.learning_rate = 1e-3
+  config.optim.lr_drop_epochs = (15,)
+  config.train.num_epochs = 20
+  config.eval.every_epochs = 5
+  if variant == 'smoke':
+    base.smoke(config, data_limit=1024)
+  return config

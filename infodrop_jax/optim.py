@@ -1,0 +1,43 @@
+"""Optimizers, learning-rate schedules and the weight-decay penalty of the training recipes."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+OPTIMIZERS = ('sgd_nesterov', 'adam')
+
+# Trainable parameters of the log-normal prior (one pair per softplus information-dropout layer). The original
+# applies weight decay to them too, which pulls the prior towards N(0, 0) and can drive sigma to 0: a bug we avoid.
+NO_DECAY_PARAMS = ('prior_mu', 'prior_log_sigma')
+
+
+def create_schedule(optim_config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+  """Piecewise-constant learning rate: ×`lr_drop_factor` at each epoch of `lr_drop_epochs`."""
+  boundaries = {int(epoch) * steps_per_epoch: float(optim_config.lr_drop_factor)
+                for epoch in optim_config.lr_drop_epochs}
+  return optax.piecewise_constant_schedule(float(optim_config.learning_rate), boundaries)
+
+
+def create_optimizer(optim_config: ml_collections.ConfigDict,
+                     steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer of `optim_config.name` with its schedule (weight decay is part of the loss, not of it)."""
+  schedule = create_schedule(optim_config, steps_per_epoch)
+  if optim_config.name == 'sgd_nesterov':
+    return optax.sgd(schedule, momentum=float(optim_config.momentum), nesterov=True), schedule
+  if optim_config.name == 'adam':
+    return optax.adam(schedule), schedule
+  raise ValueError(f'config.optim.name = {optim_config.name!r}: expected one of {OPTIMIZERS}.')
+
+
+def _decayed(path: tuple[Any, ...]) -> bool:
+  return not any(getattr(entry, 'key', None) in NO_DECAY_PARAMS for entry in path)
+
+
+def l2_penalty(params: Any) -> jax.Array:
+  """Σ ||v||² / 2 over all trainable variables except the log-normal prior's (the original's weight decay term)."""
+  leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0] if _decayed(path)]
+  return 0.5 * sum((jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves), jnp.float32(0.0))

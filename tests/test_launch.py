@@ -1,0 +1,46 @@
+"""launch.py end to end in subprocesses: print, overrides, train then eval, and its error messages."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import train_helpers
+
+LAUNCH = str(train_helpers.REPO_ROOT / 'launch.py')
+
+
+def _launch(*args, devices=1):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  return subprocess.run([sys.executable, LAUNCH, *args], capture_output=True, text=True, timeout=600,
+                        cwd=train_helpers.REPO_ROOT, env=env, check=False)
+
+
+def test_print_config_applies_overrides():
+  result = _launch('--config=configs/mnist_fc.py:smoke', '--print_config', '--config.loss.beta=0.25')
+  assert result.returncode == 0, result.stderr
+  assert 'beta: 0.25' in result.stdout and 'name: mlp' in result.stdout
+
+
+def test_unknown_field_is_rejected():
+  result = _launch('--config=configs/mnist_fc.py', '--print_config', '--config.model.dropuot=binary')
+  assert result.returncode != 0
+  assert 'dropuot' in result.stderr and 'model' in result.stderr
+
+
+def test_bad_value_is_reported_without_a_traceback(tmp_path):
+  result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path}', '--config.model.dropout=drop')
+  assert result.returncode == 1
+  assert "error: config.model.dropout = 'drop': expected one of" in result.stderr
+
+
+def test_train_then_eval_on_real_mnist(shared_data, tmp_path):
+  result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path}', '--config.train.num_epochs=1',
+                   devices=2)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'test error:' in result.stdout and (tmp_path / 'summary.json').exists()
+  result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path}', '--mode=eval', devices=2)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'test error:' in result.stdout and 'steps' in result.stdout
+  result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path / "empty"}', '--mode=eval')
+  assert result.returncode == 1 and 'does not exist' in result.stderr

@@ -1,0 +1,195 @@
+"""Training loop on a tiny contract-following model and generated data: runs, parallel modes, resume, eval, errors."""
+import functools
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import train_helpers
+from infodrop_jax import checkpoint as checkpoint_lib
+from infodrop_jax import optim
+from infodrop_jax import parallel as parallel_lib
+from infodrop_jax import train
+
+
+def _train(workdir, config=None, model=None, **overrides):
+  config = config or train_helpers.tiny_config(**overrides)
+  return train.train_and_evaluate(config, str(workdir), model=model or train_helpers.TinyNoisyNet(),
+                                  splits=train_helpers.tiny_splits())
+
+
+def _final_params(workdir, step=None):
+  config = train_helpers.tiny_config()
+  template = train.create_train_state(train_helpers.TinyNoisyNet(), optim.create_optimizer(config.optim, 6)[0],
+                                      np.zeros((1, 8, 8, 1), np.float32), train._root_keys(config.seed),
+                                      parallel_lib.Parallel.create('jit'))
+  checkpointer = checkpoint_lib.Checkpointer(str(workdir), max_to_keep=100, read_only=True)
+  state = checkpointer.restore(template, step)
+  checkpointer.close()
+  return parallel_lib.first_replica_to_host(state)
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+  """2 epochs × 6 steps on 8 devices ('jit' mode), checkpoints every 3 steps, all kept."""
+  workdir = tmp_path_factory.mktemp('trained')
+  summary = _train(workdir, keep_checkpoints=10)
+  return workdir, summary
+
+
+def test_few_step_run_writes_metrics_checkpoints_and_summary(trained):
+  workdir, summary = trained
+  assert summary['steps'] == 12 and summary['epochs'] == 2.0
+  for key in ('test/error_d', 'test/error_n'):
+    assert 0.0 <= summary[key] <= 1.0
+  assert summary['test/error_d'] < 0.5  # Learns the generated task (chance: 2/3).
+  assert any(k.startswith('test/kl/') and summary[k] > 0 for k in summary)
+  records = [json.loads(line) for line in open(workdir / 'metrics.jsonl', encoding='utf-8')]
+  train_records = [r for r in records if 'train/loss' in r]
+  assert [r['step'] for r in train_records] == [2, 4, 6, 8, 10, 12]
+  for r in train_records:
+    for key in ('train/ce', 'train/beta_lz', 'train/accuracy', 'train/grad_norm', 'train/learning_rate'):
+      assert np.isfinite(r[key])
+    assert any(k.startswith('train/kl/') for k in r)
+  # Piecewise schedule: ×0.1 after epoch 1 (step 6).
+  assert train_records[0]['train/learning_rate'] == pytest.approx(0.05)
+  assert train_records[-1]['train/learning_rate'] == pytest.approx(0.005)
+  assert any(r.get('test/error_d') is not None for r in records if r['step'] == 6)  # eval every epoch.
+  assert os.listdir(workdir / 'tensorboard')
+  assert json.load(open(workdir / 'summary.json', encoding='utf-8'))['steps'] == 12
+  assert sorted(checkpoint_lib.Checkpointer(str(workdir), max_to_keep=10, read_only=True).all_steps()) == [
+      3, 6, 9, 12]
+
+
+def test_resume_after_interruption_is_exact(trained, tmp_path):
+  """Crash after the mid-epoch checkpoint at step 3, restart: same final parameters, bit for bit."""
+  workdir, _ = trained
+  resumed = tmp_path / 'resumed'
+  shutil.copytree(workdir / 'checkpoints' / '3', resumed / 'checkpoints' / '3')
+  _train(resumed, keep_checkpoints=10)
+  expected, got = _final_params(workdir, 12), _final_params(resumed, 12)
+  assert int(got.step) == 12
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eval_mode_on_a_saved_checkpoint(trained):
+  workdir, summary = trained
+  config = train_helpers.tiny_config()
+  evaluated = train.evaluate_checkpoint(config, str(workdir), model=train_helpers.TinyNoisyNet(),
+                                        splits=train_helpers.tiny_splits())
+  assert evaluated['steps'] == 12
+  for key in ('test/error_d', 'test/error_n', 'test/ce_d'):
+    assert evaluated[key] == pytest.approx(summary[key], abs=1e-6)
+
+
+def _two_steps(mode, devices, model):
+  """Loss and parameters after two steps on fixed global batches, in `mode` on `devices`."""
+  par = parallel_lib.Parallel.create(mode, devices)
+  config = train_helpers.tiny_config()
+  tx, schedule = optim.create_optimizer(config.optim, 6)
+  splits = train_helpers.tiny_splits()
+  state = train.create_train_state(model, tx, splits.train.images[:1].astype(np.float32),
+                                   train._root_keys(0), par)
+  state = par.to_device_layout(state)
+  step = par.compile(functools.partial(train.train_step, beta=1.0, n_train=96, weight_decay=1e-3,
+                                       learning_rate_fn=schedule), donate_argnums=(0,))
+  losses = []
+  for i in range(2):
+    images = splits.train.images[16 * i:16 * (i + 1)].astype(np.float32) / 255
+    batch = {'images': images, 'labels': splits.train.labels[16 * i:16 * (i + 1)]}
+    if mode == 'pmap':
+      batch = jax.tree.map(lambda x: x.reshape((par.num_local_devices, -1) + x.shape[1:]), batch)
+      batch = jax.device_put(batch, par.step_sharding())
+      key = par.to_device_layout_host(np.asarray(jax.random.PRNGKey(i)))
+    else:
+      batch = jax.device_put(batch, par.batch_sharded)
+      key = jax.random.PRNGKey(i)
+    state, metrics = step(state, batch, key)
+    losses.append(float(par.first_step_replica(metrics)['loss']))
+  return losses, par.first_step_replica(state.params)
+
+
+def test_jit_pmap_and_one_device_agree_with_noise_off():
+  # Without BatchNorm all three see the same function of the global batch. With BatchNorm, 'jit' normalises with
+  # global-batch statistics on any device count, while 'pmap' normalises each device's slice by its own (the
+  # models do not sync BatchNorm), so only jit-8 vs jit-1 is compared there.
+  cases = {'plain': train_helpers.TinyNoisyNet(noise=False, batch_norm=False),
+           'bn': train_helpers.TinyNoisyNet(noise=False)}
+  for name, model in cases.items():
+    reference_loss, reference_params = _two_steps('jit', jax.devices()[:1], model)
+    runs = [('jit', jax.devices())] + ([('pmap', jax.devices())] if name == 'plain' else [])
+    for mode, devices in runs:
+      loss, params = _two_steps(mode, devices, model)
+      np.testing.assert_allclose(loss, reference_loss, rtol=1e-5, err_msg=f'{name} {mode}')
+      for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f'{name} {mode}')
+
+
+def test_pmap_mode_trains_and_checkpoints(tmp_path):
+  summary = _train(tmp_path, parallel='pmap', checkpoint_every_steps=6)
+  assert summary['steps'] == 12 and np.isfinite(summary['test/ce_d'])
+  assert int(_final_params(tmp_path).step) == 12  # Saved in the global layout: restores in 'jit' mode.
+
+
+def test_noise_differs_per_device_and_per_step():
+  """pmap folds the device index into the step key; jit draws one noise tensor over the sharded global batch."""
+  par = parallel_lib.Parallel.create('pmap')
+  draw = jax.pmap(lambda k: jax.random.normal(jax.random.fold_in(k, jax.lax.axis_index('batch')), (3,)),
+                  axis_name='batch')
+  keys = par.to_device_layout_host(np.asarray(jax.random.fold_in(jax.random.PRNGKey(0), 5)))
+  noise = np.asarray(draw(keys))
+  assert len({tuple(row) for row in noise}) == 8
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = train_helpers.tiny_config(keep_checkpoints=10)
+  config.optim.lr_drop_factor = 1e30  # lr 0.05 → 5e28 at step 6: the weights blow up right after.
+  with pytest.raises(FloatingPointError, match=r'non-finite loss .* at step (\d+)') as error:
+    _train(tmp_path, config=config)
+  bad_step = int(error.value.args[0].split('at step ')[1].split(' ')[0])
+  assert 6 < bad_step <= 9
+  steps = checkpoint_lib.Checkpointer(str(tmp_path), max_to_keep=10, read_only=True).all_steps()
+  assert max(steps) < bad_step and 6 in steps
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('model.dropout', 'infodrop', "config.model.dropout = 'infodrop': expected one of"),
+    ('model.activation', 'tanh', "config.model.activation = 'tanh': expected one of"),
+    ('train.batch_size', 12, r'config.train.batch_size = 12: expected a positive multiple of the device count \(8\)'),
+    ('eval.batch_size', 20, r'config.eval.batch_size = 20: expected a positive multiple'),
+    ('loss.beta', -1.0, 'config.loss.beta = -1.0: expected a finite float >= 0'),
+    ('train.parallel', 'pjit', "config.train.parallel = 'pjit': expected one of"),
+    ('optim.name', 'rmsprop', "config.optim.name = 'rmsprop': expected one of"),
+])
+def test_bad_config_values_are_named_before_compiling(tmp_path, field, value, message):
+  config = train_helpers.tiny_config()
+  section, name = field.split('.')
+  config[section][name] = value
+  with pytest.raises(ValueError, match=message):
+    _train(tmp_path, config=config)
+  assert not os.listdir(tmp_path)  # Nothing written: it failed before the run started.
+
+
+def test_unwritable_workdir_is_reported(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  with pytest.raises(ValueError, match='is not a writable directory'):
+    _train(blocker / 'workdir')
+
+
+def test_missing_data_is_reported(tmp_path):
+  config = train_helpers.tiny_config()
+  config.data.source = 'idx'
+  config.data.path = str(tmp_path / 'no_such_mnist')
+  with pytest.raises(FileNotFoundError, match='no_such_mnist'):
+    train.train_and_evaluate(config, str(tmp_path / 'w'), model=train_helpers.TinyNoisyNet())
+
+
+def test_eval_mode_without_checkpoint_is_reported(tmp_path):
+  with pytest.raises(FileNotFoundError, match='no checkpoint'):
+    train.evaluate_checkpoint(train_helpers.tiny_config(), str(tmp_path), model=train_helpers.TinyNoisyNet(),
+                              splits=train_helpers.tiny_splits())
