@@ -15,7 +15,7 @@ import time
 from absl import app
 from absl import flags
 
-flags.DEFINE_string('platform', 'cpu', 'JAX platform: cpu | gpu | tpu.')
+flags.DEFINE_string('platform', 'cpu', 'JAX platform: cpu | gpu (= cuda) | tpu.')
 flags.DEFINE_enum('config', 'mnist_fc', ['mnist_fc', 'cifar_info'], 'Experiment config whose model is trained.')
 flags.DEFINE_integer('steps', 200, 'Timed steps per variant (a multiple of --steps_per_call).')
 flags.DEFINE_integer('steps_per_call', 50, 'Steps scanned per compiled call.')
@@ -26,7 +26,8 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  os.environ.setdefault('JAX_PLATFORMS', FLAGS.platform)
+  # JAX_PLATFORMS=gpu also asks for ROCm, which fails on CUDA-only installs: name the CUDA backend.
+  os.environ.setdefault('JAX_PLATFORMS', {'gpu': 'cuda'}.get(FLAGS.platform, FLAGS.platform))
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -151,7 +151,7 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, *, beta: float, 
 
 def _root_keys(seed: int) -> dict[str, jax.Array]:
   root = jax.random.PRNGKey(seed)
-  return {name: jax.random.fold_in(root, i) for i, name in enumerate(('init', 'data', 'noise', 'eval'))}
+  return {name: jax.random.fold_in(root, i) for i, name in enumerate(('init', 'data', 'noise', 'eval', 'bn_reestimate'))}
 
 
 def _create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -235,14 +235,16 @@ class _Run:
       test, train = self.test_data, self.train_data
       bn_steps = int(self.config.eval.bn_reestimate_steps)
       bn_steps = train.steps_per_epoch if bn_steps == -1 else min(bn_steps, train.steps_per_epoch)
-      eval_key = self.keys['eval']
+      eval_key, bn_key = self.keys['eval'], self.keys['bn_reestimate']
 
       def evaluate(state, train_arrays, test_arrays, axis_name=None):
         batch_stats = state.batch_stats
         if batch_stats and bn_steps:
-          # The original's re-estimation: one pass over the training set, in order, with the noise off and BatchNorm
-          # in training mode, updating its moving averages.
-          order = jnp.arange(train.num_examples, dtype=jnp.int32)
+          # The original's re-estimation: one pass over the training set with the noise off and BatchNorm in
+          # training mode, updating its moving averages. The original walks its (unsorted) CIFAR batches in stored
+          # order; a moving average over a class-sorted set (the JPEG proxy, image folders) would instead describe
+          # the last classes only, so the pass visits the examples in a fixed random order.
+          order = jax.random.permutation(bn_key, train.num_examples).astype(jnp.int32)
 
           def reestimate(i, stats):
             batch = train.gather_train_batch(train_arrays, order, i, axis_name)
@@ -349,6 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     progress = metrics_lib.ProgressBar(run.total_steps, run.train_data.batch_size,
                                        enabled=bool(config.logging.progress_bar))
     progress.start(step)
+    logged_step, logged_time = step, time.perf_counter()
     order_epoch, order = None, None
     pending: list[dict[str, np.ndarray]] = []
     eval_every = int(config.eval.every_epochs)
@@ -366,7 +369,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       progress.update(step, step // run.steps_per_epoch, float(chunk_metrics['loss'][-1]))
       if step % config.train.log_every_steps == 0 or epoch_end or step == run.total_steps:
         means = {k: float(np.mean(np.concatenate([m[k] for m in pending]))) for k in pending[0]}
-        writer.write(step, {**means, 'epoch': step / run.steps_per_epoch}, prefix='train/')
+        now = time.perf_counter()
+        images_per_sec = (step - logged_step) * run.train_data.batch_size / (now - logged_time)
+        logged_step, logged_time = step, now
+        writer.write(step, {**means, 'epoch': step / run.steps_per_epoch, 'images_per_sec': images_per_sec},
+                     prefix='train/')
         pending = []
       if step % config.train.checkpoint_every_steps == 0 or step == run.total_steps:
         run.save(state)

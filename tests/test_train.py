@@ -4,7 +4,9 @@ import json
 import os
 import shutil
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from infodrop_jax import checkpoint as checkpoint_lib
 from infodrop_jax import optim
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax import train
+from infodrop_jax.data.splits import DatasetSplits, Split
 
 
 def _train(workdir, config=None, model=None, **overrides):
@@ -193,3 +196,35 @@ def test_eval_mode_without_checkpoint_is_reported(tmp_path):
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
     train.evaluate_checkpoint(train_helpers.tiny_config(), str(tmp_path), model=train_helpers.TinyNoisyNet(),
                               splits=train_helpers.tiny_splits())
+
+
+class _BrightnessThroughBatchNorm(nn.Module):
+  """Predicts 'bright' (class 0) when the BatchNorm-centred mean pixel is positive: its error measures how well the
+  BatchNorm statistics match the whole training set. Nothing to learn (its one parameter gets no gradient)."""
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = False, use_running_average: bool = False):
+    del deterministic
+    x = nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, use_scale=False, use_bias=False)(x)
+    brightness = jnp.mean(x, axis=(1, 2, 3))
+    return jnp.stack([brightness, -brightness], -1) + 0.0 * self.param('unused', nn.initializers.zeros_init(), ())
+
+
+def test_bn_reestimation_is_unbiased_on_a_class_sorted_training_set(tmp_path):
+  """Image folders (e.g. the CIFAR-10 JPEG proxy) list the training set class by class. A moving average taken in
+  that order would describe only the last class (here the dark one) and misclassify about half of the dark test
+  images; the re-estimation pass must not depend on the stored order."""
+  rng = np.random.default_rng(0)
+
+  def split(labels):
+    images = rng.normal(np.where(labels == 0, 200.0, 50.0)[:, None, None, None], 10.0, (len(labels), 4, 4, 1))
+    return Split(images=images.clip(0, 255).astype(np.uint8), labels=labels.astype(np.int32), extras={})
+
+  sorted_train = split(np.repeat([0, 1], 1024))  # 64 batches of the dark class last: 0.9**64 ≈ 0.001
+  test = split(rng.permutation(np.repeat([0, 1], 64)))
+  splits = DatasetSplits(name='sorted', num_classes=2, train=sorted_train, test=test, valid=None)
+  config = train_helpers.tiny_config()
+  config.train.num_epochs = 1
+  config.eval.every_epochs = 0
+  summary = train.train_and_evaluate(config, str(tmp_path), model=_BrightnessThroughBatchNorm(), splits=splits)
+  assert summary['test/error_d'] < 0.02

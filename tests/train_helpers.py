@@ -14,11 +14,6 @@ REPO_ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `from configs import ...` inside config files.
   sys.path.insert(0, str(REPO_ROOT))
 
-# Every training run builds fresh closures, so jit's in-memory cache misses across runs; identical programs (resume,
-# eval, reruns) then come from this on-disk cache instead of being compiled again.
-jax.config.update('jax_compilation_cache_dir', str(__import__('tempfile').gettempdir()) + '/infodrop_jax_test_cache')
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 class TinyNoisyNet(nn.Module):
