@@ -37,6 +37,7 @@ from infodrop_jax import metrics as metrics_lib
 from infodrop_jax import optim
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax.data import pipeline as pipeline_lib
+from infodrop_jax.data import preprocess
 
 DROPOUT_METHODS = ('information', 'binary', 'gaussian', 'lognormal_constant', 'variational', 'none')
 ACTIVATIONS = ('relu', 'softplus')
@@ -151,7 +152,8 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, *, beta: float, 
 
 def _root_keys(seed: int) -> dict[str, jax.Array]:
   root = jax.random.PRNGKey(seed)
-  return {name: jax.random.fold_in(root, i) for i, name in enumerate(('init', 'data', 'noise', 'eval', 'bn_reestimate'))}
+  return {name: jax.random.fold_in(root, i) for i, name in enumerate(
+      ('init', 'data', 'noise', 'eval', 'bn_reestimate', 'binarize', 'eval_binarize'))}
 
 
 def _create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -203,8 +205,21 @@ class _Run:
                                                     read_only=read_only)
     self.step_kwargs = dict(beta=float(config.loss.beta), n_train=self.n_train,
                             weight_decay=float(config.loss.weight_decay), learning_rate_fn=self.schedule)
+    self.binarize = config.data.get('preprocess') == 'binarize_stochastic'
     self._chunk_fns: dict[int, Callable[..., Any]] = {}
     self._eval_fn = None
+
+  def model_inputs(self, batch: Batch, key: jax.Array, axis_name: str | None = None) -> Batch:
+    """The batch as the model sees it: with preprocess='binarize_stochastic', a fresh binarisation per use.
+
+    The data stays in [0, 1] on device for that preprocessing; every step (and every evaluation batch) draws its
+    own Bernoulli pixels from `key`, folded with the device index under pmap so devices draw independently.
+    """
+    if not self.binarize:
+      return batch
+    if axis_name is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    return {**batch, 'images': preprocess.binarize_stochastic(batch['images'], key)}
 
   def initial_state(self) -> TrainState:
     """A fresh state, or the latest checkpoint's (global layout)."""
@@ -223,6 +238,7 @@ class _Run:
         def one_step(state, _):
           position = state.step % self.steps_per_epoch
           batch = self.train_data.gather_train_batch(arrays, order, position, axis_name)
+          batch = self.model_inputs(batch, jax.random.fold_in(self.keys['binarize'], state.step), axis_name)
           key = jax.random.fold_in(state.key, state.step)
           return train_step(state, batch, key, axis_name=axis_name, **self.step_kwargs)
         return jax.lax.scan(one_step, state, length=length)
@@ -248,6 +264,7 @@ class _Run:
 
           def reestimate(i, stats):
             batch = train.gather_train_batch(train_arrays, order, i, axis_name)
+            batch = self.model_inputs(batch, jax.random.fold_in(self.keys['eval_binarize'], i), axis_name)
             _, updates = state.apply_fn(_variables(state.params, stats), batch['images'], deterministic=True,
                                         use_running_average=False, mutable=['batch_stats', kl_lib.KL_COLLECTION])
             stats = updates['batch_stats']
@@ -258,6 +275,7 @@ class _Run:
         def test_pass(deterministic):
           def batch_sums(i):
             batch = test.gather_eval_batch(test_arrays, i, axis_name)
+            batch = self.model_inputs(batch, jax.random.fold_in(self.keys['eval_binarize'], i), axis_name)
             key = jax.random.fold_in(eval_key, i)
             if axis_name:
               key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))

@@ -228,3 +228,21 @@ def test_bn_reestimation_is_unbiased_on_a_class_sorted_training_set(tmp_path):
   config.eval.every_epochs = 0
   summary = train.train_and_evaluate(config, str(tmp_path), model=_BrightnessThroughBatchNorm(), splits=splits)
   assert summary['test/error_d'] < 0.02
+
+
+def test_stochastic_binarisation_reaches_the_model_fresh_each_step(tmp_path):
+  """preprocess='binarize_stochastic' keeps the data in [0, 1] on device; every step must see binary pixels."""
+  config = train_helpers.tiny_config()
+  config.data.preprocess = 'binarize_stochastic'
+  run = train._Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
+  order = run.train_data.order(0)
+  batch = run.train_data.gather_train_batch(run.train_data.arrays, order, 0)
+  assert 0 < float(jnp.mean(batch['images'])) < 1 and len(np.unique(np.asarray(batch['images']))) > 2
+  first, second = (run.model_inputs(batch, jax.random.fold_in(run.keys['binarize'], step)) for step in (0, 1))
+  assert set(np.unique(np.asarray(first['images']))) == {0.0, 1.0}
+  assert not np.array_equal(first['images'], second['images'])
+  # Bernoulli(p) pixels: the batch mean of 1024 draws is within 5 sd (sd <= 0.016) of the mean of p.
+  np.testing.assert_allclose(float(jnp.mean(first["images"])), float(jnp.mean(batch["images"])), atol=0.08)
+  config.data.preprocess = 'none'
+  plain = train._Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
+  assert plain.model_inputs(batch, run.keys['binarize']) is batch

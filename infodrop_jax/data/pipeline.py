@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infodrop_jax import parallel as parallel_lib
+from infodrop_jax.data import preprocess
 from infodrop_jax.data.splits import Split
 
 Batch = dict[str, jax.Array]
@@ -35,12 +36,6 @@ Batch = dict[str, jax.Array]
 def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
   """The visiting order of epoch `epoch`: a permutation of range(num_examples) from fold_in(key, epoch)."""
   return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples).astype(jnp.int32)
-
-
-def _to_model_inputs(images: jax.Array) -> jax.Array:
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  return images.astype(jnp.float32)
 
 
 class InMemoryPipeline:
@@ -93,7 +88,7 @@ class InMemoryPipeline:
 
   def gather(self, arrays: Batch, indices: jax.Array) -> Batch:
     """Examples `indices` of `arrays` as model inputs: {'images': float32 NHWC, 'labels': int32}."""
-    return {'images': _to_model_inputs(jnp.take(arrays['images'], indices, axis=0)),
+    return {'images': preprocess.to_unit_interval(jnp.take(arrays['images'], indices, axis=0)),
             'labels': jnp.take(arrays['labels'], indices, axis=0)}
 
   def gather_train_batch(self, arrays: Batch, order: jax.Array, position: jax.Array,
