@@ -7,9 +7,11 @@ Without canonical CIFAR-10 on disk, the offline JPEG proxy (lossy, not canonical
     --config.data.source=image_folder --config.data.path=../shared/data/cifar10_jpeg/cifar10_jpeg.tar
 CPU smoke run (a minute): python launch.py --config=configs/cifar_info.py:smoke --workdir=/tmp/smoke
 
-Expected time: 200 epochs × 500 steps of batch 100; not yet timed on a GPU (see benchmarks/RESULTS.md for
-train-step images/s). Expected result: the paper reports about 10 % test error for information dropout on
-All-CNN-32 without augmentation (All-CNN-C: 9.08 %, Springenberg et al. 2014); not yet reproduced here.
+Expected time: 200 epochs × 500 steps of batch 100 took 309 s on one H100 (39k images/s, data loading, GCN+ZCA
+and five evaluations included; benchmarks/RESULTS.md). Expected result: measured on the lossy JPEG proxy, 13.5 %
+test error with the noise off (D) and 20.1 % with it on (N). The paper reports about 10 % for All-CNN-32 on
+canonical CIFAR-10 without augmentation (All-CNN-C: 9.08 %, Springenberg et al. 2014); canonical CIFAR-10 has not
+been run here (it needs a networked machine for TFDS).
 """
 from __future__ import annotations
 

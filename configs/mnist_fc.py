@@ -1,9 +1,11 @@
-"""Fully connected MNIST net 784-512-128-32-10 with the dropout method of `model.dropout` on the 32-d layer.
+"""Fully connected MNIST net 784-512-128-32-10, the noise of `model.dropout` after every hidden layer.
 
 Command (CPU, minutes): python launch.py --config=configs/mnist_fc.py --workdir=workdirs/mnist_fc
 Other methods: --config.model.dropout=binary|gaussian|lognormal_constant|variational|none
 CPU smoke run: --config=configs/mnist_fc.py:smoke
-Expected time and result: see README (measured on a 2-core CPU); the done criterion is ≥ 98 % test accuracy.
+Expected time: about 4 minutes for 20 epochs on a 2-core CPU (247 s measured while other jobs shared the machine).
+Expected result: 1.33 % test error with the noise off (D), 1.48 % with it on (N), information dropout, ReLU
+(98.67 % / 98.52 % accuracy; benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 

@@ -143,8 +143,8 @@ class LogNormalDropout(NoiseModule):
     return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
 
 
-class BinaryDropout(NoiseModule):
-  """Bernoulli dropout, inverted scaling (E[z] = f). No KL term. Unlike `nn.Dropout` it uses the 'noise' stream."""
+class _RateNoise(NoiseModule):
+  """Noises set by a drop probability `rate`, as Bernoulli dropout is."""
   rate: float = 0.5
   deterministic: bool | None = None
   rng_collection: str = 'noise'
@@ -152,6 +152,10 @@ class BinaryDropout(NoiseModule):
   def __post_init__(self):
     _check_rate(type(self).__name__, self.rate)
     super().__post_init__()
+
+
+class BinaryDropout(_RateNoise):
+  """Bernoulli dropout, inverted scaling (E[z] = f). No KL term. Unlike `nn.Dropout` it uses the 'noise' stream."""
 
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
@@ -163,15 +167,8 @@ class BinaryDropout(NoiseModule):
     return jnp.where(mask, f / jnp.asarray(keep, f.dtype), jnp.zeros_like(f))
 
 
-class GaussianDropout(NoiseModule):
+class GaussianDropout(_RateNoise):
   """Multiplicative Gaussian noise N(1, rate/(1−rate)): the variance of Bernoulli dropout at the same rate."""
-  rate: float = 0.5
-  deterministic: bool | None = None
-  rng_collection: str = 'noise'
-
-  def __post_init__(self):
-    _check_rate(type(self).__name__, self.rate)
-    super().__post_init__()
 
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
