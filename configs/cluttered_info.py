@@ -13,11 +13,12 @@ from configs import base
 
 
 def get_config(config_string: str | None = None) -> ml_collections.ConfigDict:
-  """beta 0.5, max_alpha 1, no weight decay, batch 128, lr 0.01 ×0.1 at 30/60, 80 epochs."""
+  """beta 0.5, max_alpha 1, no weight decay, BN decay 0.999, batch 128, lr 0.01 ×0.1 at 30/60, 80 epochs."""
   variant = base.parse_variant(config_string)
   config = base.get_base_config('cluttered_mnist')
   config.model.name = 'all_cnn_96'
   config.model.max_alpha = 1.0
+  config.model.bn_momentum = 0.999  # cluttered.py passes no normalizer_params: TF's default decay.
   config.loss.beta = 0.5
   config.loss.weight_decay = 0.0
   config.optim.learning_rate = 0.01

@@ -45,6 +45,9 @@ def default_clip_factor(d_max: int, f_bound: float = 1.0) -> float:
 def _check_echo_args(batch_size: int, d_max: int, replace: bool) -> None:
   if d_max < 1:
     raise ValueError(f'd_max must be a positive number of echo terms, got {d_max!r}.')
+  if batch_size < 2:
+    raise ValueError(f'echo noise needs a batch of at least 2 examples (it is built from the others), got '
+                     f'{batch_size}.')
   if not replace and d_max >= batch_size:
     raise ValueError(
         f'd_max={d_max} must be smaller than the batch size ({batch_size}) when sampling without replacement: each '
@@ -115,8 +118,10 @@ class EchoNoise(layers.NoiseModule):
   """Echo noise as a Linen layer: `EchoNoise()(f, log_s)` → z; sows the per-unit rate −log S into 'kl'.
 
   Because the rate map goes into the same collection as the KL maps of `infodrop_jax.layers`, `kl.total_kl` and
-  `kl.kl_per_layer` give I(X;Z) for echo layers too. Needs a fixed batch size larger than d_max (without
-  replacement), which jit guarantees.
+  `kl.kl_per_layer` give I(X;Z) for echo layers too. Sampling needs a fixed batch larger than d_max (without
+  replacement), which jit guarantees; deterministic calls take any batch. The default clip factor assumes
+  |f| ≤ 1 (e.g. tanh) and log_s ≤ 0 (e.g. log_sigmoid); otherwise pass `clip_factor=default_clip_factor(d_max,
+  f_bound)`.
   """
   d_max: int = 100
   clip_factor: float | None = None
@@ -137,10 +142,11 @@ class EchoNoise(layers.NoiseModule):
 
   @nn.compact
   def __call__(self, f: Array, log_s: Array, deterministic: bool | None = None) -> Array:
-    _check_echo_args(f.shape[0], self.d_max, self.replace)
+    if f.shape != log_s.shape:
+      raise ValueError(f'EchoNoise: log_s shape {log_s.shape} must equal f shape {f.shape}.')
     clip_factor = self.resolved_clip_factor
     self._sow_kl(echo_rate_map(log_s, clip_factor))
     key = self._noise_key(deterministic)
-    if key is None:
+    if key is None:  # Nothing is sampled, so any batch size works (inference, a last partial batch).
       return f
     return echo_sample(key, f, log_s, self.d_max, clip_factor, self.replace)

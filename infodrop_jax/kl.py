@@ -4,6 +4,9 @@ Every noise layer in `infodrop_jax.layers` sows its per-unit KL map (float32, th
 into the `KL_COLLECTION` collection under the name `KL_MAP_NAME`. The helpers here turn such a collection (what
 `model.apply(..., mutable=[KL_COLLECTION])` returns under that key) into the quantities the loss and the analyses
 need, so no layer has to know how it is normalised and no caller has to recompute a KL.
+
+The helpers take axis 0 of every map as the batch axis. Layers inside `nn.scan` or `nn.vmap` must therefore stack
+the collection behind the batch axis: `variable_axes={'kl': 1}`.
 """
 
 from collections.abc import Mapping

@@ -74,6 +74,10 @@ class NoiseModule(nn.Module):
     return self.make_rng(self.rng_collection)
 
   def _sow_kl(self, kl_map: Array) -> None:
+    # `init` makes every collection mutable: a map sown there would ride along in the returned variables and be
+    # counted again by the next apply(..., mutable=['kl']).
+    if self.is_initializing():
+      return
     self.sow(kl_lib.KL_COLLECTION, kl_lib.KL_MAP_NAME, kl_map.astype(jnp.float32))
 
 
@@ -131,6 +135,9 @@ class LogNormalDropout(NoiseModule):
   def __post_init__(self):
     _check_positive(type(self).__name__, 'alpha', self.alpha)
     _check_positive(type(self).__name__, 'max_alpha', self.max_alpha)
+    if self.alpha > self.max_alpha + kl_lib.ALPHA_FLOOR:
+      raise ValueError(f'{type(self).__name__}: alpha={self.alpha!r} exceeds max_alpha + {kl_lib.ALPHA_FLOOR} '
+                       f'({self.max_alpha + kl_lib.ALPHA_FLOOR!r}), where its KL would turn negative; raise max_alpha.')
     super().__post_init__()
 
   @nn.compact
@@ -159,12 +166,15 @@ class BinaryDropout(_RateNoise):
 
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
+    if self.rate == 0.0:
+      return f
     key = self._noise_key(deterministic)
-    if key is None or self.rate == 0.0:
+    if key is None:
       return f
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(key, keep, f.shape)
-    return jnp.where(mask, f / jnp.asarray(keep, f.dtype), jnp.zeros_like(f))
+    # Scale in float32: keep = 0.8 in bfloat16 is 0.80078, a bias of E[z].
+    return jnp.where(mask, f.astype(jnp.float32) / keep, 0.0).astype(f.dtype)
 
 
 class GaussianDropout(_RateNoise):
@@ -183,8 +193,8 @@ class GaussianDropout(_RateNoise):
 class VariationalDropout(NoiseModule):
   """Variational dropout (Kingma et al. 2015) on units: z = f ⊙ N(1, α) with a learned α per feature (last axis).
 
-  α is clipped to ≤ 1, the range of their KL approximation; the KL map (`kl.variational_dropout_kl`) is sown for
-  every unit. `init_rate` sets the initial α = rate/(1−rate), i.e. the Gaussian-dropout equivalent.
+  α is capped at 1, the range of their KL approximation (in value only; gradients pass through the cap); the KL
+  map (`kl.variational_dropout_kl`) is sown for every unit. `log_alpha` is excluded from weight decay. `init_rate` sets the initial α = rate/(1−rate), i.e. the Gaussian-dropout equivalent.
   """
   init_rate: float = 0.5
   deterministic: bool | None = None
@@ -199,8 +209,10 @@ class VariationalDropout(NoiseModule):
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
     init_log_alpha = math.log(self.init_rate / (1.0 - self.init_rate))
-    log_alpha = self.param('log_alpha', nn.initializers.constant(init_log_alpha), (f.shape[-1],), jnp.float32)
-    log_alpha = jnp.minimum(log_alpha, 0.0)
+    raw_log_alpha = self.param('log_alpha', nn.initializers.constant(init_log_alpha), (f.shape[-1],), jnp.float32)
+    # Cap α at 1 in value but pass the gradient straight through: a hard clip would freeze every unit whose
+    # parameter once stepped above the cap (the default init sits exactly on it).
+    log_alpha = raw_log_alpha - jax.lax.stop_gradient(jnp.maximum(raw_log_alpha, 0.0))
     self._sow_kl(jnp.broadcast_to(kl_lib.variational_dropout_kl(log_alpha), f.shape))
     key = self._noise_key(deterministic)
     if key is None:
@@ -220,6 +232,7 @@ class _NoisyProjection(nn.Module):
       (`default_prior(activation)`).
     use_bn: BatchNorm on the signal path (All-CNN), not on the alpha path (as the original).
     bn_momentum: BatchNorm running-average decay (the original's 0.9).
+    bn_epsilon, bn_use_scale: BatchNorm's epsilon and learned scale γ (the original's TF BatchNorm: 1e-3, no γ).
     max_alpha: information dropout's cap on α; also the normaliser of the constant log-normal KL.
     rate: drop probability for 'binary' and 'gaussian'; the initial rate for 'variational'.
     lognormal_alpha: the fixed α of 'lognormal_constant'.
@@ -235,6 +248,8 @@ class _NoisyProjection(nn.Module):
   prior: str | None = None
   use_bn: bool = False
   bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  bn_use_scale: bool = True
   max_alpha: float = 0.7
   rate: float = 0.5
   lognormal_alpha: float = 0.5
@@ -250,6 +265,12 @@ class _NoisyProjection(nn.Module):
     _check_choice(owner, 'activation', self.activation, tuple(ACTIVATIONS))
     if self.prior is not None:
       _check_choice(owner, 'prior', self.prior, PRIORS)
+      if self.method != 'information':
+        raise ValueError(f'{owner}: prior={self.prior!r} applies to method=\'information\' only, not '
+                         f'method={self.method!r}; leave prior=None.')
+    if self.method == 'information' and self.activation == 'relu' and self.prior == 'log_normal':
+      raise ValueError(f'{owner}: prior=\'log_normal\' needs positive units (activation=\'softplus\'): a ReLU unit '
+                       f'at 0 has no log-normal posterior. Use the log-uniform prior with ReLU.')
     _check_positive(owner, 'max_alpha', self.max_alpha)
     _check_positive(owner, 'lognormal_alpha', self.lognormal_alpha)
     _check_rate(owner, self.rate)
@@ -278,8 +299,8 @@ class _NoisyProjection(nn.Module):
     f = self._projection('signal', use_bias=not self.use_bn)(x)
     if self.use_bn:
       use_running_average = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
-      f = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name='bn')(f)
+      f = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                       use_scale=self.bn_use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name='bn')(f)
     f = ACTIVATIONS[self.activation](f)
     noise = self._noise()
     if noise is None:

@@ -21,6 +21,10 @@ import ml_collections
 from infodrop_jax import layers
 
 MODEL_NAMES = ('all_cnn_32', 'all_cnn_96', 'mlp')
+
+# The original's BatchNorm is tf.contrib.layers.batch_norm with its defaults: a learned shift but no scale γ,
+# epsilon 1e-3 (the decay is the config's bn_momentum).
+_ORIGINAL_BN = dict(use_scale=False, epsilon=1e-3)
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -38,12 +42,13 @@ class _NoiseSettings(nn.Module):
   def _noisy(self, layer_cls: type[nn.Module], features: int, name: str, **kwargs) -> nn.Module:
     return layer_cls(features, method=self.dropout, activation=self.activation, max_alpha=self.max_alpha,
                      rate=self.dropout_rate, lognormal_alpha=self.lognormal_alpha, bn_momentum=self.bn_momentum,
-                     dtype=self.dtype, name=name, **kwargs)
+                     bn_epsilon=_ORIGINAL_BN['epsilon'], bn_use_scale=_ORIGINAL_BN['use_scale'], dtype=self.dtype,
+                     name=name, **kwargs)
 
   def _conv_bn_act(self, x: jax.Array, features: int, kernel: int, name: str, use_running_average: bool) -> jax.Array:
     x = nn.Conv(features, (kernel, kernel), padding='SAME', use_bias=False, dtype=self.dtype, name=name)(x)
     x = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, dtype=self.dtype,
-                     name=f'{name}_bn')(x)
+                     name=f'{name}_bn', **_ORIGINAL_BN)(x)
     return layers.ACTIVATIONS[self.activation](x)
 
   def _classifier_head(self, x: jax.Array, use_running_average: bool) -> jax.Array:

@@ -12,7 +12,9 @@ OPTIMIZERS = ('sgd_nesterov', 'adam')
 
 # Trainable parameters of the log-normal prior (one pair per softplus information-dropout layer). The original
 # applies weight decay to them too, which pulls the prior towards N(0, 0) and can drive sigma to 0: a bug we avoid.
-NO_DECAY_PARAMS = ('prior_mu', 'prior_log_sigma')
+# Noise-distribution parameters, not weights: decaying the prior's μ/σ was a bug of the original, and decaying the
+# variational log α would pull it towards α = 1 regardless of the data.
+NO_DECAY_PARAMS = ('prior_mu', 'prior_log_sigma', 'log_alpha')
 
 
 def create_schedule(optim_config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
@@ -38,6 +40,6 @@ def _decayed(path: tuple[Any, ...]) -> bool:
 
 
 def l2_penalty(params: Any) -> jax.Array:
-  """Σ ||v||² / 2 over all trainable variables except the log-normal prior's (the original's weight decay term)."""
+  """Σ ||v||² / 2 over all trainable variables except NO_DECAY_PARAMS (the original's weight decay term)."""
   leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0] if _decayed(path)]
   return 0.5 * sum((jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves), jnp.float32(0.0))

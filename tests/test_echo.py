@@ -61,6 +61,22 @@ def test_known_answer_gaussian_codes_constant_scale():
   assert abs(empirical_mi - float(exact[0])) < 0.01
 
 
+def test_sample_matches_a_brute_force_loop_with_per_example_scales():
+  """ε_i = Σ_l f(x_{j_l}) Π_{k<l} S(x_{j_k}) with the neighbours' own S, checked term by term."""
+  batch, units, d_max, r = 7, 3, 4, 0.8
+  f = jnp.tanh(jax.random.normal(jax.random.key(1), (batch, units)))
+  log_s = jax.nn.log_sigmoid(jax.random.normal(jax.random.key(2), (batch, units)))
+  z = np.asarray(echo.echo_sample(KEY, f, log_s, d_max=d_max, clip_factor=r), np.float64)
+  idx = np.asarray(echo._other_indices(KEY, batch, d_max, False))
+  f64, scale = np.asarray(f, np.float64), r * np.exp(np.asarray(log_s, np.float64))
+  for i in range(batch):
+    eps, prod = np.zeros(units), np.ones(units)
+    for j in idx[i]:
+      eps += f64[j] * prod
+      prod *= scale[j]
+    np.testing.assert_allclose(z[i], f64[i] + scale[i] * eps, rtol=1e-5, atol=1e-6)
+
+
 def test_deterministic_layer_is_identity_and_sows_exact_rate():
   f = jnp.tanh(jax.random.normal(KEY, (16, 5)))
   log_s = jax.nn.log_sigmoid(jax.random.normal(jax.random.key(1), (16, 5)))
@@ -99,7 +115,13 @@ def test_bad_input():
   with pytest.raises(ValueError, match=r'd_max=8 must be smaller than the batch size \(8\)'):
     echo.echo_sample(KEY, f, f, d_max=8)
   with pytest.raises(ValueError, match='d_max=20 must be smaller'):
-    echo.EchoNoise(d_max=20).apply({}, f, f, deterministic=True)
+    echo.EchoNoise(d_max=20).apply({}, f, f, deterministic=False, rngs={'noise': KEY})
+  # Nothing is sampled in deterministic mode, so small (e.g. last partial) batches are fine there.
+  np.testing.assert_array_equal(echo.EchoNoise(d_max=20).apply({}, f[:1], f[:1], deterministic=True), f[:1])
+  with pytest.raises(ValueError, match='at least 2 examples'):
+    echo.echo_sample(KEY, f[:1], f[:1], d_max=3, replace=True)
+  with pytest.raises(ValueError, match='EchoNoise: log_s shape'):
+    echo.EchoNoise(d_max=4).apply({}, f, jnp.zeros((8, 4)), deterministic=True)
   echo.echo_sample(KEY, f, f, d_max=20, replace=True)  # allowed with replacement
   with pytest.raises(ValueError, match='log_s shape'):
     echo.echo_sample(KEY, f, jnp.zeros((8, 4)), d_max=4)

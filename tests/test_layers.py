@@ -123,13 +123,16 @@ def test_jit_vmap_and_scan():
     def __call__(self, h, _):
       return layers.InformationDropoutDense(8, name='drop')(h, deterministic=False), None
 
-  scanned = nn.scan(Cell, variable_axes={'params': 0, 'kl': 0}, split_rngs={'params': True, 'noise': True},
+  # The KL helpers read axis 0 as the batch, so the scanned collection stacks its layers on axis 1.
+  scanned = nn.scan(Cell, variable_axes={'params': 0, 'kl': 1}, split_rngs={'params': True, 'noise': True},
                     length=3)()
   scan_vars = scanned.init({'params': KEY, 'noise': KEY}, x, None)
-  (h, _), cols = scanned.apply({'params': scan_vars['params']}, x, None, rngs={'noise': KEY}, mutable=['kl'])
+  (h, _), cols = scanned.apply(scan_vars, x, None, rngs={'noise': KEY}, mutable=['kl'])
   kl_map = cols['kl']['drop']['noise']['kl_map'][0]
-  assert h.shape == (4, 8) and kl_map.shape == (3, 4, 8)
+  assert h.shape == (4, 8) and kl_map.shape == (4, 3, 8)
   assert scan_vars['params']['drop']['alpha']['kernel'].shape == (3, 8, 8)
+  manual = np.asarray(kl_map).sum(axis=(1, 2)).mean()  # Σ layers and units, mean over the batch
+  np.testing.assert_allclose(kl.total_kl(cols['kl'], n_train=1), manual, rtol=1e-6)
 
 
 def test_bfloat16_activations_float32_kl():
@@ -143,6 +146,15 @@ def test_bfloat16_activations_float32_kl():
     assert z.dtype == jnp.bfloat16 and kl_map.dtype == jnp.float32
     assert variables['params']['signal']['kernel'].dtype == jnp.float32
     assert np.isfinite(np.asarray(z, np.float32)).all() and np.isfinite(kl_map).all()
+
+
+def test_init_variables_carry_no_kl_so_apply_counts_each_layer_once():
+  x = jax.random.normal(KEY, (3, 5))
+  layer = layers.InformationDropoutDense(4)
+  variables = layer.init({'params': KEY, 'noise': KEY}, x, deterministic=False)
+  assert 'kl' not in variables
+  _, cols = layer.apply(variables, x, deterministic=True, mutable=['kl'])
+  assert len(cols['kl']['noise']['kl_map']) == 1
 
 
 def test_kl_is_sown_in_deterministic_mode_too():
@@ -208,6 +220,22 @@ def test_variational_dropout_statistics_kl_and_alpha_cap():
   assert np.all(np.asarray(grads['log_alpha']) < 0)  # More noise lowers the KL.
 
 
+def test_variational_log_alpha_above_the_cap_still_gets_gradients():
+  """The cap holds α ≤ 1 in value only: a parameter above it (the default init sits on it) must not freeze."""
+  f = jnp.ones((8, 3))
+  layer = layers.VariationalDropout()
+
+  def loss(log_alpha):
+    z, cols = layer.apply({'params': {'log_alpha': log_alpha}}, f, deterministic=False, rngs={'noise': KEY},
+                          mutable=['kl'])
+    return jnp.sum(jnp.square(z - 2.0)) + kl.total_kl(cols['kl'], 1)
+
+  grads = jax.grad(loss)(jnp.array([0.0, 0.5, 2.0]))
+  assert np.all(np.abs(np.asarray(grads)) > 0)
+  _, cols = layer.apply({'params': {'log_alpha': jnp.array([0.0, 0.5, 2.0])}}, f, deterministic=True, mutable=['kl'])
+  np.testing.assert_allclose(cols['kl']['kl_map'][0], 0.0, atol=1e-6)  # all at the cap: α = 1
+
+
 @pytest.mark.parametrize('method', ['binary', 'gaussian', 'none'])
 def test_methods_without_kl_sow_nothing(method):
   x = jax.random.normal(KEY, (4, 6))
@@ -232,6 +260,11 @@ def test_methods_without_kl_sow_nothing(method):
     (lambda: layers.GaussianDropout(rate=-0.1), 'rate'),
     (lambda: layers.LogNormalDropout(alpha=0.0), 'alpha must be > 0'),
     (lambda: layers.InformationDropoutDense(4, lognormal_alpha=-1.0), 'lognormal_alpha must be > 0'),
+    (lambda: layers.LogNormalDropout(alpha=0.9, max_alpha=0.7), r'alpha=0.9 exceeds max_alpha \+ 0.001'),
+    (lambda: layers.InformationDropoutDense(4, method='binary', prior='log_normal'),
+     r"prior='log_normal' applies to method='information' only"),
+    (lambda: layers.InformationDropoutConv(4, activation='relu', prior='log_normal'),
+     r"prior='log_normal' needs positive units \(activation='softplus'\)"),
 ])
 def test_bad_arguments_raise_clear_errors(make, match):
   with pytest.raises(ValueError, match=match):
