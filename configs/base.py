@@ -7,7 +7,9 @@ Not an experiment itself. Fields (all overridable as --config.<section>.<field>=
   loss: beta (weight of Lz = Σ_layers KL / N_train) and weight_decay (Σ ||v||² / 2, prior μ/σ excluded).
   optim: name ('sgd_nesterov' | 'adam'), learning_rate, momentum, lr_drop_epochs (×lr_drop_factor at each).
   train: num_epochs, batch_size (global), parallel ('jit' | 'pmap'), steps_per_call (steps per compiled call),
-    log_every_steps, checkpoint_every_steps, keep_checkpoints.
+    log_every_steps, checkpoint_every_steps, keep_checkpoints, data_placement ('auto' | 'replicated' |
+    'process_sharded': every device holds the whole train split, or each process only its 1/P share; 'auto' =
+    replicated for one process, process_sharded for several).
   eval: batch_size, every_epochs (0 = only at the end), bn_reestimate_steps (-1 = one pass over the train set as
     in the original, 0 = off, k = the first k train batches).
   distributed: enabled, coordinator_address, num_processes, process_id (-1: from the environment / cluster).
@@ -34,7 +36,7 @@ def get_base_config(dataset: str, **data_overrides) -> ml_collections.ConfigDict
       name='sgd_nesterov', learning_rate=0.05, momentum=0.9, lr_drop_epochs=(80, 120, 160), lr_drop_factor=0.1))
   config.train = ml_collections.ConfigDict(dict(
       num_epochs=200, batch_size=100, parallel='jit', steps_per_call=50, log_every_steps=100,
-      checkpoint_every_steps=5000, keep_checkpoints=3))
+      checkpoint_every_steps=5000, keep_checkpoints=3, data_placement='auto'))
   config.eval = ml_collections.ConfigDict(dict(batch_size=500, every_epochs=10, bn_reestimate_steps=-1))
   config.distributed = ml_collections.ConfigDict(dict(
       enabled=False, coordinator_address='', num_processes=-1, process_id=-1))

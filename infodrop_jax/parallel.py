@@ -89,6 +89,31 @@ class Parallel:
       return jax.device_put(np.broadcast_to(x, (self.num_local_devices,) + x.shape), sharding)
     return jax.tree.map(stack, tree)
 
+  def local_copies_host(self, tree: PyTree) -> PyTree:
+    """Host arrays, possibly different on each process → one copy on each of this process's devices.
+
+    'pmap': stacked along a leading local-device axis. 'jit': a global array of shape (num_devices · n, ...)
+    sharded along AXIS whose block on every device is the array of that device's process; nothing crosses hosts.
+    """
+    if self.mode == 'pmap':
+      return self.to_device_layout_host(tree)
+    def put(x):
+      x = np.asarray(x)
+      return jax.make_array_from_callback((self.num_devices * x.shape[0],) + x.shape[1:], self.batch_sharded,
+                                          lambda index: x)
+    return jax.tree.map(put, tree)
+
+  def local_blocks_to_step_layout(self, x: jax.Array) -> jax.Array:
+    """An array sharded along AXIS over the local devices (one block each) → the step's layout of those blocks.
+
+    'pmap': unchanged. 'jit': the global array over the mesh made of every process's local blocks (no data moves).
+    """
+    if self.mode == 'pmap':
+      return x
+    block = x.shape[0] // self.num_local_devices
+    return jax.make_array_from_single_device_arrays((self.num_devices * block,) + x.shape[1:], self.batch_sharded,
+                                                    [shard.data for shard in x.addressable_shards])
+
   def to_device_layout(self, tree: PyTree) -> PyTree:
     """Global replicated layout → the layout the compiled step takes (unchanged in 'jit'; stacked in 'pmap')."""
     if self.mode == 'jit':

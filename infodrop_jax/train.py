@@ -83,6 +83,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
   check(all(int(e) > 0 for e in config.optim.lr_drop_epochs), 'optim.lr_drop_epochs', 'positive epochs')
   check(config.train.num_epochs > 0, 'train.num_epochs', 'a positive int')
   check(config.train.parallel in parallel_lib.MODES, 'train.parallel', f'one of {parallel_lib.MODES}')
+  placements = ('auto',) + pipeline_lib.PLACEMENTS
+  check(config.train.data_placement in placements, 'train.data_placement', f'one of {placements}')
   for field in ('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     check(config.train[field] > 0, f'train.{field}', 'a positive int')
   check(config.eval.every_epochs >= 0, 'eval.every_epochs', 'an int >= 0 (0 = only at the end)')
@@ -193,7 +195,8 @@ class _Run:
     self.keys = _root_keys(int(config.seed))
     self.n_train = int(splits.train.labels.shape[0])
     self.train_data = pipeline_lib.InMemoryPipeline(splits.train, int(config.train.batch_size), parallel,
-                                                    key=self.keys['data'], name='config.train.batch_size')
+                                                    key=self.keys['data'], name='config.train.batch_size',
+                                                    placement=config.train.data_placement)
     self.test_data = pipeline_lib.InMemoryPipeline(splits.test, int(config.eval.batch_size), parallel,
                                                    key=self.keys['data'], shuffle=False,
                                                    name='config.eval.batch_size')
@@ -208,6 +211,7 @@ class _Run:
     self.binarize = config.data.get('preprocess') == 'binarize_stochastic'
     self._chunk_fns: dict[int, Callable[..., Any]] = {}
     self._eval_fn = None
+    self._bn_order = None
 
   def model_inputs(self, batch: Batch, key: jax.Array, axis_name: str | None = None) -> Batch:
     """The batch as the model sees it: with preprocess='binarize_stochastic', a fresh binarisation per use.
@@ -246,24 +250,23 @@ class _Run:
     return self._chunk_fns[length]
 
   def _evaluate_fn(self) -> Callable[..., Any]:
-    """(state, train arrays, test arrays) → sums over the test set: BN re-estimation, then D and N passes."""
+    """(state, train arrays, BN pass order, test arrays) → sums over the test set: BN re-estimation, D, N."""
     if self._eval_fn is None:
       test, train = self.test_data, self.train_data
       bn_steps = int(self.config.eval.bn_reestimate_steps)
       bn_steps = train.steps_per_epoch if bn_steps == -1 else min(bn_steps, train.steps_per_epoch)
-      eval_key, bn_key = self.keys['eval'], self.keys['bn_reestimate']
+      eval_key = self.keys['eval']
 
-      def evaluate(state, train_arrays, test_arrays, axis_name=None):
+      def evaluate(state, train_arrays, bn_order, test_arrays, axis_name=None):
         batch_stats = state.batch_stats
         if batch_stats and bn_steps:
           # The original's re-estimation: one pass over the training set with the noise off and BatchNorm in
           # training mode, updating its moving averages. The original walks its (unsorted) CIFAR batches in stored
           # order; a moving average over a class-sorted set (the JPEG proxy, image folders) would instead describe
-          # the last classes only, so the pass visits the examples in a fixed random order.
-          order = jax.random.permutation(bn_key, train.num_examples).astype(jnp.int32)
-
+          # the last classes only, so the pass visits the examples in a fixed random order (`bn_order`, from the
+          # key 'bn_reestimate'; per process when the training data is process-sharded).
           def reestimate(i, stats):
-            batch = train.gather_train_batch(train_arrays, order, i, axis_name)
+            batch = train.gather_train_batch(train_arrays, bn_order, i, axis_name)
             batch = self.model_inputs(batch, jax.random.fold_in(self.keys['eval_binarize'], i), axis_name)
             _, updates = state.apply_fn(_variables(state.params, stats), batch['images'], deterministic=True,
                                         use_running_average=False, mutable=['batch_stats', kl_lib.KL_COLLECTION])
@@ -308,7 +311,9 @@ class _Run:
 
     `state` is in the step's layout; the BatchNorm re-estimation only affects this evaluation, not training.
     """
-    sums_d, sums_n = self._evaluate_fn()(state, self.train_data.arrays, self.test_data.arrays)
+    if self._bn_order is None:
+      self._bn_order = self.train_data.fixed_order(self.keys['bn_reestimate'])
+    sums_d, sums_n = self._evaluate_fn()(state, self.train_data.arrays, self._bn_order, self.test_data.arrays)
     sums_d, sums_n = (self.parallel.first_step_replica(s) for s in (sums_d, sums_n))
     count = float(sums_d['count'])
     result = {'test/error_d': 1.0 - float(sums_d['correct']) / count,

@@ -1,4 +1,6 @@
 """Device-resident input pipeline: epoch coverage, sharding, resume order, dtype handling, feeding a jitted step."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,3 +108,85 @@ def test_feeds_a_jitted_step_without_host_copies(num_devices):
       total, position = step(total, p.arrays, order, position)
   expected = np.asarray(pipeline_lib.epoch_permutation(jax.random.PRNGKey(3), 0, N))[:p.steps_per_epoch * BATCH]
   assert int(total) == int(expected.sum())
+
+
+def _emulated_processes(mode='jit', devices=2, n=49, batch=BATCH, key=3):
+  """One pipeline per emulated process (P=2) sharing this process's first `devices` devices."""
+  par = parallel_lib.Parallel.create(mode, jax.devices()[:devices])
+  split = Split(images=_split().images[:n], labels=np.arange(n, dtype=np.int32), extras={})
+  return [pipeline_lib.InMemoryPipeline(split, batch, par, key=jax.random.PRNGKey(key), placement='process_sharded',
+                                        process_index=p, process_count=2) for p in range(2)]
+
+
+@pytest.mark.parametrize('mode', ['jit', 'pmap'])
+def test_process_sharded_placement_emulating_two_processes(mode):
+  pipes = _emulated_processes(mode)
+  n_local = 49 // 2  # Example 48 (the remainder) is dropped; 24 = 3 local batches of 8.
+  for p, pipe in enumerate(pipes):
+    assert pipe.num_local_examples == n_local and pipe.num_examples == 2 * n_local
+    shards = pipe.arrays['labels'].addressable_shards
+    assert len(shards) == 2
+    for shard in shards:  # Each device holds exactly its process's shard: i % 2 == p, i < 50.
+      np.testing.assert_array_equal(np.asarray(shard.data).reshape(-1), np.arange(p, 2 * n_local, 2))
+  assert pipes[0].steps_per_epoch == 2 * n_local // BATCH == 3
+  steps = pipes[0].steps_per_epoch
+  batches = [[_labels(b) for b in pipe.iterate(0, 2 * steps)] for pipe in pipes]
+  for epoch in range(2):
+    seen = []
+    for p, pipe in enumerate(pipes):
+      local = np.concatenate(batches[p][epoch * steps:(epoch + 1) * steps])
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(3), epoch), p)
+      order = np.arange(p, 2 * n_local, 2)[np.asarray(jax.random.permutation(key, n_local))]
+      np.testing.assert_array_equal(local, order[:steps * BATCH // 2])  # The documented per-process order.
+      seen.append(local)
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(2 * n_local))  # Each kept one once.
+  for start in (2, 4):  # Resume mid-epoch and in the second epoch reproduces the batches.
+    resumed = [_labels(b) for b in _emulated_processes(mode)[1].iterate(start, 2)]
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(batches[1][start:start + 2]))
+
+
+def test_process_sharded_local_slices_concatenate_to_the_global_batch():
+  """Device d of process p gathers rows d·B/(P·L)... of p's B/P; the global batch is the concatenation."""
+  global_batches = []
+  for pipe in _emulated_processes(devices=8, batch=32):
+    for step, batch in enumerate(pipe.iterate(0, 3)):
+      shards = sorted(batch['labels'].addressable_shards, key=lambda s: s.index[0].start)
+      assert [s.data.shape[0] for s in shards] == [32 // (2 * 8)] * 8
+      np.testing.assert_array_equal(np.concatenate([np.asarray(s.data) for s in shards]), _labels(batch))
+      if len(global_batches) <= step:
+        global_batches.append([])
+      global_batches[step].append(_labels(batch))
+  pmap_pipes = _emulated_processes('pmap', devices=8, batch=32)
+  for step, per_process in enumerate(global_batches):
+    stacked = [np.asarray(next(iter(pipe.iterate(step, 1)))['labels']) for pipe in pmap_pipes]
+    np.testing.assert_array_equal(np.concatenate([s.reshape(-1) for s in stacked]), np.concatenate(per_process))
+    assert np.concatenate(per_process).shape == (32,)
+
+
+def test_process_sharded_feeds_a_jitted_step_without_host_copies():
+  pipe = _emulated_processes(devices=8, batch=32)[1]
+
+  @jax.jit
+  def step(total, arrays, order, position):
+    batch = pipe.gather_train_batch(arrays, order, position)
+    return total + jnp.sum(batch['labels']), position + 1
+
+  total, position, order = jnp.int32(0), jnp.int32(0), pipe.order(0)
+  with jax.transfer_guard_host_to_device('disallow'):
+    for _ in range(pipe.steps_per_epoch):
+      total, position = step(total, pipe.arrays, order, position)
+  assert int(total) == sum(int(_labels(b).sum()) for b in pipe.iterate(0, pipe.steps_per_epoch))
+
+
+def test_process_sharded_bad_inputs_are_reported():
+  par = parallel_lib.Parallel.create('jit')
+  make = functools.partial(pipeline_lib.InMemoryPipeline, _split(), key=jax.random.PRNGKey(0), process_count=2,
+                           process_index=0, name='config.train.batch_size')
+  with pytest.raises(ValueError, match=r'multiple of processes × local devices \(2 × 8 = 16\)'):
+    make(24, par, placement='process_sharded')
+  with pytest.raises(ValueError, match='evaluation splits stay replicated'):
+    make(16, par, placement='process_sharded', shuffle=False)
+  with pytest.raises(ValueError, match="config.train.data_placement = 'sharded': expected one of"):
+    make(16, par, placement='sharded')
+  assert make(16, par, placement='auto').placement == 'process_sharded'  # 'auto' with 2 processes.
+  assert make(16, par, placement='auto', process_count=1).placement == 'replicated'

@@ -167,6 +167,8 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     ('loss.beta', -1.0, 'config.loss.beta = -1.0: expected a finite float >= 0'),
     ('train.parallel', 'pjit', "config.train.parallel = 'pjit': expected one of"),
     ('optim.name', 'rmsprop', "config.optim.name = 'rmsprop': expected one of"),
+    ('train.data_placement', 'sharded',
+     r"config.train.data_placement = 'sharded': expected one of \('auto', 'replicated', 'process_sharded'\)"),
 ])
 def test_bad_config_values_are_named_before_compiling(tmp_path, field, value, message):
   config = train_helpers.tiny_config()
