@@ -37,7 +37,7 @@ def get_base_config(dataset: str, **data_overrides) -> ml_collections.ConfigDict
   config.train = ml_collections.ConfigDict(dict(
       num_epochs=200, batch_size=100, parallel='jit', steps_per_call=50, log_every_steps=100,
       checkpoint_every_steps=5000, keep_checkpoints=3, data_placement='auto'))
-  config.eval = ml_collections.ConfigDict(dict(batch_size=500, every_epochs=10, bn_reestimate_steps=-1))
+  config.eval = ml_collections.ConfigDict(dict(batch_size=400, every_epochs=10, bn_reestimate_steps=-1))
   config.distributed = ml_collections.ConfigDict(dict(
       enabled=False, coordinator_address='', num_processes=-1, process_id=-1))
   config.logging = ml_collections.ConfigDict(dict(tensorboard=True, progress_bar=True))

@@ -1,6 +1,6 @@
 """Information dropout on CIFAR-10, All-CNN-32, ReLU / log-uniform prior: the original's defaults.
 
-Command (8 GPUs or 1; data-parallel over all visible devices):
+Command (data-parallel over all visible devices; batch 100 divides over 1, 2 or 4, for 8 use batch_size=96):
   python launch.py --config=configs/cifar_info.py --workdir=workdirs/cifar_info
 Without canonical CIFAR-10 on disk, the offline JPEG proxy (lossy, not canonical):
   python launch.py --config=configs/cifar_info.py --workdir=W \

@@ -151,12 +151,15 @@ def test_noise_differs_per_device_and_per_step():
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   config = train_helpers.tiny_config(keep_checkpoints=10)
   config.optim.lr_drop_factor = 1e30  # lr 0.05 → 5e28 at step 6: the weights blow up right after.
-  with pytest.raises(FloatingPointError, match=r'non-finite loss .* at step (\d+)') as error:
+  with pytest.raises(FloatingPointError, match=r'non-finite training at step (\d+)') as error:
     _train(tmp_path, config=config)
   bad_step = int(error.value.args[0].split('at step ')[1].split(' ')[0])
   assert 6 < bad_step <= 9
   steps = checkpoint_lib.Checkpointer(str(tmp_path), max_to_keep=10, read_only=True).all_steps()
   assert max(steps) < bad_step and 6 in steps
+  # "Good" means good: the kept checkpoint's weights are finite and of a sane size, not the blown-up update.
+  params = jax.tree.leaves(_final_params(tmp_path, max(steps)).params)
+  assert all(np.isfinite(p).all() and np.abs(p).max() < 1e3 for p in params)
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -208,14 +211,33 @@ class _BrightnessThroughBatchNorm(nn.Module):
   def __call__(self, x, deterministic: bool = False, use_running_average: bool = False):
     del deterministic
     x = nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, use_scale=False, use_bias=False)(x)
+    return self._classify(x)
+
+  def _classify(self, x):
     brightness = jnp.mean(x, axis=(1, 2, 3))
     return jnp.stack([brightness, -brightness], -1) + 0.0 * self.param('unused', nn.initializers.zeros_init(), ())
 
 
-def test_bn_reestimation_is_unbiased_on_a_class_sorted_training_set(tmp_path):
+class _BrightnessWithBnMomentum(_BrightnessThroughBatchNorm):
+  """The same, with a `bn_momentum` field like infodrop_jax.models: re-estimation then averages batch statistics."""
+  bn_momentum: float = 0.999
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = False, use_running_average: bool = False):
+    del deterministic
+    x = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, use_scale=False,
+                     use_bias=False)(x)
+    return self._classify(x)
+
+
+@pytest.mark.parametrize('model', [_BrightnessThroughBatchNorm(), _BrightnessWithBnMomentum()],
+                         ids=['moving_average_0.9', 'exact_average_at_0.999'])
+def test_bn_reestimation_is_unbiased_on_a_class_sorted_training_set(tmp_path, model):
   """Image folders (e.g. the CIFAR-10 JPEG proxy) list the training set class by class. A moving average taken in
   that order would describe only the last class (here the dark one) and misclassify about half of the dark test
-  images; the re-estimation pass must not depend on the stored order."""
+  images; the re-estimation pass must not depend on the stored order. At decay 0.999 a one-pass moving average
+  would also keep most of the training-time statistics (here the initial 0/1 after a short run), so models that
+  expose `bn_momentum` get an exact average of the pass's batch statistics."""
   rng = np.random.default_rng(0)
 
   def split(labels):
@@ -228,7 +250,7 @@ def test_bn_reestimation_is_unbiased_on_a_class_sorted_training_set(tmp_path):
   config = train_helpers.tiny_config()
   config.train.num_epochs = 1
   config.eval.every_epochs = 0
-  summary = train.train_and_evaluate(config, str(tmp_path), model=_BrightnessThroughBatchNorm(), splits=splits)
+  summary = train.train_and_evaluate(config, str(tmp_path), model=model, splits=splits)
   assert summary['test/error_d'] < 0.02
 
 
@@ -248,3 +270,13 @@ def test_stochastic_binarisation_reaches_the_model_fresh_each_step(tmp_path):
   config.data.preprocess = 'none'
   plain = train._Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
   assert plain.model_inputs(batch, run.keys['binarize']) is batch
+
+
+def test_an_update_that_explodes_the_weights_is_not_checkpointed(tmp_path):
+  """The loss of step 7 is computed before its update, so it is finite even when that update blows the weights up
+  (lr 5e36 from step 7). The guard must catch the weights themselves and not save step 7 as a good checkpoint."""
+  config = train_helpers.tiny_config(keep_checkpoints=10, checkpoint_every_steps=7, steps_per_call=7)
+  config.optim.lr_drop_factor = 1e38
+  with pytest.raises(FloatingPointError, match=r'non-finite training at step 7 .*param_norm=inf'):
+    _train(tmp_path, config=config)
+  assert 7 not in checkpoint_lib.Checkpointer(str(tmp_path), max_to_keep=10, read_only=True).all_steps()
