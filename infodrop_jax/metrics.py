@@ -28,23 +28,42 @@ def _plain(value: Any) -> Any:
   return value
 
 
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites the JSON-lines file at `path` without records past `step`, atomically (temp file + os.replace)."""
+  with open(path, encoding='utf-8') as f:
+    kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+
+
 class MetricWriter:
   """Writes scalars to `workdir/metrics.jsonl` and (optionally) TensorBoard event files under `workdir/tensorboard`."""
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int = 0):
+    """Opens the writers; `resume_step` > 0 first drops what a crashed run logged after that checkpointed step.
+
+    A resumed run recomputes those steps exactly, so keeping the old records would log them twice.
+    """
     self.active = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
     if not self.active:
       return
-    self._jsonl = open(os.path.join(workdir, METRICS_FILE), 'a', encoding='utf-8')
+    path = os.path.join(workdir, METRICS_FILE)
+    if resume_step and os.path.exists(path):
+      _drop_records_after(path, resume_step)
+    self._jsonl = open(path, 'a', encoding='utf-8')
     if tensorboard:
       try:
         import tensorboardX  # pylint: disable=g-import-not-at-top
       except ImportError as e:
         raise ImportError('config.logging.tensorboard is True but tensorboardX is not installed '
                           '(pip install tensorboardX), or set --config.logging.tensorboard=False.') from e
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+      # purge_step hides the crashed run's events from resume_step + 1 on in TensorBoard.
+      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
+                                            purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, scalars: Mapping[str, Any], prefix: str = '') -> None:
     if not self.active:

@@ -379,10 +379,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
       f.write(config.to_json_best_effort(indent=2))
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=bool(config.logging.tensorboard))
+  writer = None
   try:
     state = run.initial_state()
     step = int(jax.device_get(state.step))
+    writer = metrics_lib.MetricWriter(workdir, tensorboard=bool(config.logging.tensorboard), resume_step=step)
     if step and jax.process_index() == 0:
       print(f'Resuming from the checkpoint at step {step} in {run.checkpointer.directory}.', flush=True)
     state = run.parallel.to_device_layout(state)
@@ -428,7 +429,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       print(metrics_lib.format_summary(summary), flush=True)
     return summary
   finally:
-    writer.close()
+    if writer is not None:
+      writer.close()
     run.checkpointer.close()
 
 

@@ -72,11 +72,19 @@ def test_resume_after_interruption_is_exact(trained, tmp_path):
   workdir, _ = trained
   resumed = tmp_path / 'resumed'
   shutil.copytree(workdir / 'checkpoints' / '3', resumed / 'checkpoints' / '3')
+  shutil.copy(workdir / 'metrics.jsonl', resumed / 'metrics.jsonl')  # the crashed run had logged past step 3
   _train(resumed, keep_checkpoints=10)
   expected, got = _final_params(workdir, 12), _final_params(resumed, 12)
   assert int(got.step) == 12
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
     np.testing.assert_array_equal(a, b)
+  # The log holds each step once. Values match the uninterrupted run's from the first logging window that starts
+  # after the resume point (the window ending at step 4 averages steps 3-4 there, only step 4 here).
+  train_records = lambda w: [(r['step'], r['train/loss']) for r in map(json.loads, open(w / 'metrics.jsonl'))
+                             if 'train/loss' in r]
+  resumed_records, expected_records = train_records(resumed), train_records(workdir)
+  assert [s for s, _ in resumed_records] == [s for s, _ in expected_records]
+  assert [r for r in resumed_records if r[0] > 4] == [r for r in expected_records if r[0] > 4]
 
 
 def test_eval_mode_on_a_saved_checkpoint(trained):
