@@ -10,10 +10,9 @@ import optax
 
 OPTIMIZERS = ('sgd_nesterov', 'adam')
 
-# Trainable parameters of the log-normal prior (one pair per softplus information-dropout layer). The original
-# applies weight decay to them too, which pulls the prior towards N(0, 0) and can drive sigma to 0: a bug we avoid.
-# Noise-distribution parameters, not weights: decaying the prior's μ/σ was a bug of the original, and decaying the
-# variational log α would pull it towards α = 1 regardless of the data.
+# Noise-distribution parameters, not weights. The original decays the log-normal prior's μ/σ too, pulling the
+# prior towards N(0, 0) and σ towards 0: a bug we avoid. Decaying the variational log α would pull it towards α = 1
+# regardless of the data.
 NO_DECAY_PARAMS = ('prior_mu', 'prior_log_sigma', 'log_alpha')
 
 

@@ -33,16 +33,13 @@ from flax.training import train_state
 
 from infodrop_jax import checkpoint as checkpoint_lib
 from infodrop_jax import kl as kl_lib
+from infodrop_jax import layers
 from infodrop_jax import metrics as metrics_lib
+from infodrop_jax import models
 from infodrop_jax import optim
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax.data import pipeline as pipeline_lib
 from infodrop_jax.data import preprocess
-
-DROPOUT_METHODS = ('information', 'binary', 'gaussian', 'lognormal_constant', 'variational', 'none')
-ACTIVATIONS = ('relu', 'softplus')
-MODEL_NAMES = ('all_cnn_32', 'all_cnn_96', 'mlp')
-DTYPES = ('float32', 'bfloat16')
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -66,10 +63,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         value = value[part]
       raise ValueError(f'config.{field} = {value!r}: expected {expected}.')
 
-  check(config.model.name in MODEL_NAMES, 'model.name', f'one of {MODEL_NAMES}')
-  check(config.model.dropout in DROPOUT_METHODS, 'model.dropout', f'one of {DROPOUT_METHODS}')
-  check(config.model.activation in ACTIVATIONS, 'model.activation', f'one of {ACTIVATIONS}')
-  check(config.model.dtype in DTYPES, 'model.dtype', f'one of {DTYPES}')
+  check(config.model.name in models.MODEL_NAMES, 'model.name', f'one of {models.MODEL_NAMES}')
+  check(config.model.dropout in layers.METHODS, 'model.dropout', f'one of {layers.METHODS}')
+  check(config.model.activation in layers.ACTIVATIONS, 'model.activation', f'one of {tuple(layers.ACTIVATIONS)}')
+  check(config.model.dtype in models.DTYPES, 'model.dtype', f'one of {tuple(models.DTYPES)}')
   check(0 < config.model.max_alpha, 'model.max_alpha', 'a positive float')
   check(0 < config.model.filter_percentage <= 1, 'model.filter_percentage', 'a float in (0, 1]')
   check(0 <= config.model.dropout_rate < 1, 'model.dropout_rate', 'a drop probability in [0, 1)')
@@ -160,11 +157,6 @@ def _root_keys(seed: int) -> dict[str, jax.Array]:
       ('init', 'data', 'noise', 'eval', 'bn_reestimate', 'binarize', 'eval_binarize'))}
 
 
-def _create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-  from infodrop_jax import models  # pylint: disable=g-import-not-at-top  (owned elsewhere; imported when needed)
-  return models.create_model(config.model, num_classes)
-
-
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sample_images: np.ndarray,
                        keys: Mapping[str, jax.Array], parallel: parallel_lib.Parallel) -> TrainState:
   """Initialises the state directly in the global replicated layout (every process computes the same values)."""
@@ -204,7 +196,7 @@ class _Run:
                                                    name='config.eval.batch_size')
     self.steps_per_epoch = self.train_data.steps_per_epoch
     self.total_steps = int(config.train.num_epochs) * self.steps_per_epoch
-    self.model = model if model is not None else _create_model(config, splits.num_classes)
+    self.model = model if model is not None else models.create_model(config.model, splits.num_classes)
     self.tx, self.schedule = optim.create_optimizer(config.optim, self.steps_per_epoch)
     self.checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=int(config.train.keep_checkpoints),
                                                     read_only=read_only)
