@@ -3,9 +3,13 @@
   python launch.py --config=configs/cifar_info.py --workdir=workdirs/cifar_info
   python launch.py --config=configs/mnist_fc.py:smoke --workdir=/tmp/w --config.model.dropout=binary
   python launch.py --config=configs/cifar_info.py --workdir=W --mode=eval     # evaluate the latest checkpoint
+  python launch.py --workdir=W --mode=analyze            # figures + numbers of a trained run into W/analysis/
   python launch.py --config=configs/cifar_info.py --print_config              # show the resolved config, exit
+  python launch.py --config=configs/sweeps/fig3a_mnist.py:cpu --workdir=W --mode=sweep  # every point, then W/report.md
+  (--mode=sweep_commands: one shell line per point; --mode=report: W/results*.csv + W/report.md; infodrop_jax/sweep.py)
 
-Training resumes from the latest checkpoint in --workdir. Multi-host: --config.distributed.enabled=True (with
+Training resumes from the latest checkpoint in --workdir; a config that differs from the run's config.json in a
+field that changes the result is refused unless --allow_config_change, and a finished run is left as it is. Multi-host: --config.distributed.enabled=True (with
 coordinator_address/num_processes/process_id, or from the cluster environment) on every process.
 """
 from __future__ import annotations
@@ -17,13 +21,24 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:variant]).',
+from infodrop_jax.analysis import config as analysis_config
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:variant]); '
+                                          'optional with --mode=analyze (the run\'s config.json is used).',
                                           lock_config=True)
+_ANALYSIS = config_flags.DEFINE_config_dict('analysis', analysis_config.get_config(),
+                                            '--mode=analyze options (infodrop_jax/analysis/config.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the summary.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                          'train: train (resuming) then evaluate; eval: evaluate the latest checkpoint only.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'analyze', 'sweep', 'sweep_commands', 'report'],
+                          'train: train (resuming) then evaluate; eval: evaluate the latest checkpoint only; '
+                          'analyze: figures and numbers of the latest checkpoint into <workdir>/analysis/; '
+                          'sweep: run every point of a sweep config (configs/sweeps/) into <workdir>/<point>/, then '
+                          'report; sweep_commands: print one shell line per point; report: <workdir>/results.csv, '
+                          'results_mean.csv and report.md of a sweep.')
 _PRINT_CONFIG = flags.DEFINE_bool('print_config', False, 'Print the resolved config and exit.')
-flags.mark_flag_as_required('config')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'Resume the run in --workdir even though the config differs from its config.json '
+    'in fields that change the result (without it such a resume is refused, naming the fields).')
 
 
 def main(argv: list[str]) -> None:
@@ -32,21 +47,32 @@ def main(argv: list[str]) -> None:
   # Orbax and JAX log every checkpoint step at INFO; keep the console for the progress line and the summary.
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  if config is None and not (_MODE.value in ('analyze', 'report') and _WORKDIR.value):
+    raise app.UsageError('--config is required (except with --mode=analyze, which reads <workdir>/config.json).')
   if _PRINT_CONFIG.value:
     print(config)
     return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required (unless --print_config).')
+  if _MODE.value in ('sweep', 'sweep_commands', 'report'):  # The sweep process only starts runs: no JAX here.
+    from infodrop_jax import sweep  # pylint: disable=g-import-not-at-top
+    sys.exit(sweep.main(_MODE.value, config, _WORKDIR.value, config_file=config_flags.get_config_filename(
+        flags.FLAGS['config']) if config is not None else None, overrides=config_flags.get_override_values(
+            flags.FLAGS['config']) if config is not None else None))
   # Imported here so that --print_config and flag errors never initialise JAX.
   from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
   from infodrop_jax import train  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(config.distributed)
   try:
+    if _MODE.value == 'analyze':
+      from infodrop_jax import analysis  # pylint: disable=g-import-not-at-top
+      analysis.analyze(_WORKDIR.value, config, _ANALYSIS.value)
+      return
+    parallel.initialize_distributed(config.distributed)
     if _MODE.value == 'train':
-      train.train_and_evaluate(config, _WORKDIR.value)
+      train.train_and_evaluate(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     else:
       train.evaluate_checkpoint(config, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+  except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 

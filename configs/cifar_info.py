@@ -21,13 +21,22 @@ from configs import base
 from infodrop_jax.data import config as data_config
 
 
-def get_config(config_string: str | None = None) -> ml_collections.ConfigDict:
-  """The original `cifar.py` defaults; `:smoke` for a tiny CPU run on 512 proxy images."""
-  variant = base.parse_variant(config_string)
-  config = base.get_base_config('cifar10')
+def proxy_data(config: ml_collections.ConfigDict) -> None:
+  """Points `config.data` at the offline CIFAR-10 JPEG proxy (lossy; for CPU variants without canonical CIFAR-10)."""
+  root = data_config.default_data_root()
+  config.data.source = 'image_folder'
+  config.data.path = str(root / 'cifar10_jpeg' / 'cifar10_jpeg.tar') if root else ''
+
+
+def recipe(dataset: str = 'cifar10', variant: str = '') -> ml_collections.ConfigDict:
+  """All-CNN-32 with the original `cifar.py` defaults on a CIFAR-10-based `dataset`; `variant` '' or 'smoke'."""
+  config = base.get_base_config(dataset)
   if variant == 'smoke':
-    root = data_config.default_data_root()
-    config.data.source = 'image_folder'
-    config.data.path = str(root / 'cifar10_jpeg' / 'cifar10_jpeg.tar') if root else ''
+    proxy_data(config)
     base.smoke(config)
   return config
+
+
+def get_config(config_string: str | None = None) -> ml_collections.ConfigDict:
+  """The original `cifar.py` defaults; `:smoke` for a tiny CPU run on 512 proxy images."""
+  return recipe('cifar10', base.parse_variant(config_string))

@@ -5,8 +5,15 @@ into the `KL_COLLECTION` collection under the name `KL_MAP_NAME`. The helpers he
 `model.apply(..., mutable=[KL_COLLECTION])` returns under that key) into the quantities the loss and the analyses
 need, so no layer has to know how it is normalised and no caller has to recompute a KL.
 
-The helpers take axis 0 of every map as the batch axis. Layers inside `nn.scan` or `nn.vmap` must therefore stack
-the collection behind the batch axis: `variable_axes={'kl': 1}`.
+The helpers take axis `batch_axis` (default 0) of every map as the batch axis; every other axis is summed as units.
+Nothing in a map says which axis is the batch, so:
+- layers inside `nn.scan` or `nn.vmap` must stack the collection behind the batch axis (`variable_axes={'kl': 1}`),
+  or every map must be stacked the same way and `batch_axis` says where the batch is;
+- `jax.vmap` over examples outside the model hands the helpers per-example maps: apply the model to the batch, or
+  call the helpers outside the vmap on the stacked collection.
+Maps whose sizes along the batch axis disagree, or maps with no axis besides the batch, raise ValueError.
+An empty collection gives 0: right for a model without KL layers, but also what forgetting `mutable=['kl']` in
+`apply` gives; pass `allow_empty=False` where the model has noise layers to make that an error.
 """
 
 from collections.abc import Mapping
@@ -71,36 +78,87 @@ def _path_name(path: tuple[Any, ...]) -> str:
   return '/'.join(parts)
 
 
-def _kl_maps(kl_collection: Mapping[str, Any] | None) -> dict[str, list[jax.Array]]:
-  """Groups the sown KL maps by layer path; a layer applied several times contributes several maps."""
-  if not kl_collection:
-    return {}
+def _kl_maps(kl_collection: Mapping[str, Any] | None, batch_axis: int, allow_empty: bool, caller: str
+             ) -> dict[str, list[jax.Array]]:
+  """Groups the sown KL maps by layer path (a layer applied several times contributes several maps), after checking
+  that they share one batch size along `batch_axis`."""
   grouped: dict[str, list[jax.Array]] = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(kl_collection)[0]:
-    grouped.setdefault(_path_name(path), []).append(leaf)
+  if kl_collection:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(kl_collection)[0]:
+      grouped.setdefault(_path_name(path), []).append(leaf)
+  if not grouped:
+    if not allow_empty:
+      raise ValueError(
+          f'{caller}: the KL collection is empty ({kl_collection!r}), so the KL term would be 0. Apply the model with '
+          f"mutable=['{KL_COLLECTION}'] and pass the returned collection (`_, updates = model.apply(..., "
+          f"mutable=['{KL_COLLECTION}']); {caller}(updates['{KL_COLLECTION}'], ...)`), or pass allow_empty=True for a "
+          'model without KL layers.')
+    return grouped
+  sizes = {}
+  for name, maps in grouped.items():
+    for kl_map in maps:
+      shape = jnp.shape(kl_map)
+      if len(shape) < 2 or not -len(shape) <= batch_axis < len(shape):
+        raise ValueError(
+            f'{caller}: the KL map of layer {name!r} has shape {shape}; expected a batch axis (batch_axis='
+            f'{batch_axis}) and at least one unit axis. Per-example maps come from jax.vmap outside the model: apply '
+            'the model to the whole batch, or call the KL helpers outside the vmap.')
+      sizes.setdefault(shape[batch_axis], []).append(f'{name or "<root>"} {shape}')
+  if len(sizes) > 1:
+    listing = '; '.join(f'size {size}: {", ".join(names)}' for size, names in sizes.items())
+    raise ValueError(
+        f'{caller}: the KL maps disagree on the batch size along batch_axis={batch_axis} ({listing}). A layer inside '
+        "nn.scan/nn.vmap stacks its maps on the axis its variable_axes gives 'kl': use variable_axes={'kl': 1} to keep "
+        'the batch first, and do not vmap over examples outside the model.')
   return grouped
 
 
-def _sum_units(kl_map: jax.Array) -> jax.Array:
+def _sum_units(kl_map: jax.Array, batch_axis: int) -> jax.Array:
   """Sum over every non-batch axis: the KL of one example's whole representation at this layer."""
-  kl_map = jnp.asarray(kl_map, jnp.float32)
+  kl_map = jnp.moveaxis(jnp.asarray(kl_map, jnp.float32), batch_axis, 0)
   return jnp.sum(kl_map.reshape(kl_map.shape[0], -1), axis=1)
 
 
-def kl_per_example(kl_collection: Mapping[str, Any] | None) -> jax.Array | float:
-  """Σ_layers Σ_units KL for each example, shape (batch,); 0.0 for an empty collection."""
-  totals = [_sum_units(m) for maps in _kl_maps(kl_collection).values() for m in maps]
+def kl_per_example(kl_collection: Mapping[str, Any] | None, *, batch_axis: int = 0,
+                   allow_empty: bool = True) -> jax.Array | float:
+  """Σ_layers Σ_units KL for each example, shape (batch,); 0.0 for an empty collection (see the module docstring)."""
+  maps = _kl_maps(kl_collection, batch_axis, allow_empty, 'kl_per_example')
+  totals = [_sum_units(m, batch_axis) for layer_maps in maps.values() for m in layer_maps]
   return sum(totals[1:], totals[0]) if totals else 0.0
 
 
-def kl_per_layer(kl_collection: Mapping[str, Any] | None) -> dict[str, jax.Array]:
+def kl_maps_by_layer(kl_collection: Mapping[str, Any] | None, *, batch_axis: int = 0,
+                     allow_empty: bool = True) -> dict[str, jax.Array]:
+  """The per-unit KL map of each layer (float32, the layer's signal shape), keyed by the layer's module path.
+
+  A layer applied several times contributes the sum of its maps. These are what information heatmaps show.
+  """
+  maps = _kl_maps(kl_collection, batch_axis, allow_empty, 'kl_maps_by_layer')
+  return {name: sum(layer_maps[1:], layer_maps[0]) for name, layer_maps in maps.items()}
+
+
+def kl_per_layer(kl_collection: Mapping[str, Any] | None, *, batch_axis: int = 0,
+                 allow_empty: bool = True) -> dict[str, jax.Array]:
   """mean_batch(Σ_units KL) for each layer (in nats), keyed by the layer's module path."""
-  return {name: sum(jnp.mean(_sum_units(m)) for m in maps) for name, maps in _kl_maps(kl_collection).items()}
+  return _per_layer(_kl_maps(kl_collection, batch_axis, allow_empty, 'kl_per_layer'), batch_axis)
 
 
-def total_kl(kl_collection: Mapping[str, Any] | None, n_train: int) -> jax.Array | float:
-  """Lz = Σ_layers mean_batch(Σ_units KL) / n_train: the paper's normalisation, making beta comparable to it."""
+def _per_layer(maps: dict[str, list[jax.Array]], batch_axis: int) -> dict[str, jax.Array]:
+  return {name: sum(jnp.mean(_sum_units(m, batch_axis)) for m in layer_maps) for name, layer_maps in maps.items()}
+
+
+def total_kl(kl_collection: Mapping[str, Any] | None, n_train: int, *, batch_axis: int = 0,
+             allow_empty: bool = True) -> jax.Array | float:
+  """Lz = Σ_layers mean_batch(Σ_units KL) / n_train: the paper's normalisation, making beta comparable to it.
+
+  Args:
+    kl_collection: the 'kl' collection returned by `model.apply(..., mutable=['kl'])`.
+    n_train: the size of the training set.
+    batch_axis: the batch axis of every KL map (see the module docstring).
+    allow_empty: whether an empty collection (None or {}) gives 0; False makes it an error, which catches a
+      forgotten `mutable=['kl']` for models with noise layers.
+  """
   if n_train <= 0:
     raise ValueError(f'n_train must be the (positive) size of the training set, got {n_train}.')
-  per_layer = kl_per_layer(kl_collection)
+  per_layer = _per_layer(_kl_maps(kl_collection, batch_axis, allow_empty, 'total_kl'), batch_axis)
   return sum(per_layer.values()) / n_train if per_layer else 0.0

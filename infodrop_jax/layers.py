@@ -18,6 +18,7 @@ run in float32 whatever the activation dtype.
 from collections.abc import Callable, Sequence
 import math
 from typing import Any
+import warnings
 
 import flax.linen as nn
 import jax
@@ -34,6 +35,10 @@ METHODS = ('information', 'binary', 'gaussian', 'lognormal_constant', 'variation
 
 # The original takes log max(f, 1e-4) in the log-normal KL: ReLU-like units can be exactly 0.
 _LOG_F_FLOOR = 1e-4
+
+
+class KLNotCollectedWarning(UserWarning):
+  """A noise layer with a KL term ran with noise on outside `apply(..., mutable=['kl'])`."""
 
 
 def _check_choice(owner: str, field: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -73,10 +78,20 @@ class NoiseModule(nn.Module):
           f"pass rngs={{'{self.rng_collection}': key}} to apply(), or call it with deterministic=True.")
     return self.make_rng(self.rng_collection)
 
-  def _sow_kl(self, kl_map: Array) -> None:
+  def _sow_kl(self, kl_map: Array, deterministic: bool | None = None) -> None:
+    """Sows `kl_map`; `deterministic` is the call argument, to warn when a noisy call's KL is not collected."""
     # `init` makes every collection mutable: a map sown there would ride along in the returned variables and be
     # counted again by the next apply(..., mutable=['kl']).
     if self.is_initializing():
+      return
+    if not self.is_mutable_collection(kl_lib.KL_COLLECTION):
+      noisy = (self.deterministic if deterministic is None else deterministic) is False
+      if noisy:  # Training without the KL term would give Lz = 0 without a word.
+        warnings.warn(
+            f'{type(self).__name__} {"/".join(self.scope.path) or "<root>"} runs with noise on, but the '
+            f"'{kl_lib.KL_COLLECTION}' collection is not mutable, so its KL is dropped and a loss built with "
+            f"kl.total_kl would miss it. Pass mutable=['{kl_lib.KL_COLLECTION}'] to apply() (or deterministic=True "
+            'when no KL is needed).', KLNotCollectedWarning, stacklevel=2)
       return
     self.sow(kl_lib.KL_COLLECTION, kl_lib.KL_MAP_NAME, kl_map.astype(jnp.float32))
 
@@ -108,12 +123,12 @@ class InformationDropout(NoiseModule):
     alpha = kl_lib.ALPHA_FLOOR + self.max_alpha * jax.nn.sigmoid(alpha_logits.astype(jnp.float32))
     self.sow('intermediates', 'alpha', alpha)
     if self.prior == 'log_uniform':
-      self._sow_kl(kl_lib.log_uniform_kl(alpha, self.max_alpha))
+      self._sow_kl(kl_lib.log_uniform_kl(alpha, self.max_alpha), deterministic)
     else:
       mu = self.param('prior_mu', nn.initializers.zeros_init(), (), jnp.float32)
       log_sigma = self.param('prior_log_sigma', nn.initializers.zeros_init(), (), jnp.float32)
       log_f = jnp.log(jnp.maximum(f.astype(jnp.float32), _LOG_F_FLOOR))
-      self._sow_kl(kl_lib.log_normal_kl(alpha, log_f, mu, jnp.exp(log_sigma)))
+      self._sow_kl(kl_lib.log_normal_kl(alpha, log_f, mu, jnp.exp(log_sigma)), deterministic)
     key = self._noise_key(deterministic)
     if key is None:
       return f
@@ -142,7 +157,7 @@ class LogNormalDropout(NoiseModule):
 
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
-    self._sow_kl(jnp.broadcast_to(kl_lib.log_uniform_kl(self.alpha, self.max_alpha), f.shape))
+    self._sow_kl(jnp.broadcast_to(kl_lib.log_uniform_kl(self.alpha, self.max_alpha), f.shape), deterministic)
     key = self._noise_key(deterministic)
     if key is None:
       return f
@@ -213,7 +228,7 @@ class VariationalDropout(NoiseModule):
     # Cap α at 1 in value but pass the gradient straight through: a hard clip would freeze every unit whose
     # parameter once stepped above the cap (the default init sits exactly on it).
     log_alpha = raw_log_alpha - jax.lax.stop_gradient(jnp.maximum(raw_log_alpha, 0.0))
-    self._sow_kl(jnp.broadcast_to(kl_lib.variational_dropout_kl(log_alpha), f.shape))
+    self._sow_kl(jnp.broadcast_to(kl_lib.variational_dropout_kl(log_alpha), f.shape), deterministic)
     key = self._noise_key(deterministic)
     if key is None:
       return f
@@ -276,7 +291,8 @@ class _NoisyProjection(nn.Module):
     _check_rate(owner, self.rate)
     super().__post_init__()
 
-  def _projection(self, name: str, use_bias: bool) -> nn.Module:
+  def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
+    """The projection applied to input `x` (conv or dense)."""
     raise NotImplementedError
 
   def _noise(self) -> nn.Module | None:
@@ -295,19 +311,19 @@ class _NoisyProjection(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool | None = None, use_running_average: bool | None = None) -> Array:
-    deterministic = nn.merge_param('deterministic', self.deterministic, deterministic)
-    f = self._projection('signal', use_bias=not self.use_bn)(x)
+    f = self._projection('signal', not self.use_bn, x)(x)
     if self.use_bn:
       use_running_average = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
       f = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                        use_scale=self.bn_use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name='bn')(f)
     f = ACTIVATIONS[self.activation](f)
     noise = self._noise()
-    if noise is None:
+    if noise is None:  # method='none': nothing to switch, so `deterministic` may be left unset.
       return f
+    deterministic = nn.merge_param('deterministic', self.deterministic, deterministic)
     if self.method == 'information':
       # α is a function of the same input as f, not of f: the original's separate alpha conv.
-      return noise(f, self._projection('alpha', use_bias=True)(x), deterministic=deterministic)
+      return noise(f, self._projection('alpha', True, x)(x), deterministic=deterministic)
     return noise(f, deterministic=deterministic)
 
 
@@ -316,18 +332,34 @@ class InformationDropoutConv(_NoisyProjection):
 
   Signal f = act([BN](conv(x))); alpha logits = a second conv of x with the same kernel and stride, with bias and no
   BatchNorm. See `_NoisyProjection` for the other attributes; `method` swaps in the control noises.
+
+  `kernel_size` and `strides` take a sequence (one entry per spatial axis) or an int for the same value on every
+  spatial axis of the input.
   """
-  kernel_size: Sequence[int] = (3, 3)
-  strides: Sequence[int] = (2, 2)
+  kernel_size: int | Sequence[int] = (3, 3)
+  strides: int | Sequence[int] = (2, 2)
   padding: str = 'SAME'
 
-  def _projection(self, name: str, use_bias: bool) -> nn.Module:
-    return nn.Conv(self.features, tuple(self.kernel_size), strides=tuple(self.strides), padding=self.padding,
+  def __post_init__(self):
+    for field in ('kernel_size', 'strides'):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not (isinstance(value, int) or (
+          isinstance(value, Sequence) and not isinstance(value, str) and value and
+          all(isinstance(v, int) and not isinstance(v, bool) for v in value))):
+        raise TypeError(f'{type(self).__name__}: {field} must be an int or a sequence of ints, got {value!r}.')
+    super().__post_init__()
+
+  def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
+    # An int means the same size on every spatial axis; only the input tells how many there are.
+    num_spatial = max(x.ndim - 2, 1)
+    spatial = lambda v: tuple(v) if isinstance(v, Sequence) else (v,) * num_spatial
+    return nn.Conv(self.features, spatial(self.kernel_size), strides=spatial(self.strides), padding=self.padding,
                    use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
 
 class InformationDropoutDense(_NoisyProjection):
   """Dense Information Dropout for fully connected nets and VAE latents; see `_NoisyProjection` for attributes."""
 
-  def _projection(self, name: str, use_bias: bool) -> nn.Module:
+  def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
+    del x  # A dense projection does not depend on the input's rank.
     return nn.Dense(self.features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)

@@ -1,6 +1,6 @@
 """The paper's classifiers: All-CNN-32 (CIFAR-10), All-CNN-96 (Cluttered MNIST) and fully connected MNIST nets.
 
-Architectures follow the original code (see ../shared/REFERENCE.md). Every model takes its noise method and
+Architectures follow the original code (see docs/ORIGINALS.md). Every model takes its noise method and
 activation from the config, so one model serves Information Dropout and all its controls. All models are called as
 
   model.apply(variables, images, deterministic=..., use_running_average=..., rngs={'noise': key}, mutable=[...])
@@ -93,15 +93,29 @@ class AllCNN(_NoiseSettings):
 
 
 class MLP(_NoiseSettings):
-  """Fully connected classifier with a noisy layer after every hidden projection (paper Fig. 3a); no BatchNorm."""
+  """Fully connected classifier with a noisy layer after hidden projections (paper Fig. 3a); no BatchNorm.
+
+  Attributes:
+    hidden_sizes: widths of the hidden layers, `hidden1`, `hidden2`, ... from the input.
+    noisy_layers: 1-based indices of the hidden layers that carry the noise of `dropout`; empty = every hidden layer
+      (the paper's Fig. 3a). The others are plain dense + activation: no noise and no KL. Adilova et al. (2023)
+      put the noise on the 32-unit layer of 784-512-128-32-10 only, i.e. `noisy_layers=(3,)`.
+  """
   hidden_sizes: Sequence[int] = (512, 512, 512)
+  noisy_layers: Sequence[int] = ()
 
   @nn.compact
   def __call__(self, images: jax.Array, *, deterministic: bool, use_running_average: bool | None = None) -> jax.Array:
     del use_running_average  # No BatchNorm; accepted so every model has the same call.
     x = images.reshape(images.shape[0], -1).astype(self.dtype)
     for i, width in enumerate(self.hidden_sizes, start=1):
-      x = self._noisy(layers.InformationDropoutDense, width, f'hidden{i}')(x, deterministic=deterministic)
+      if not self.noisy_layers or i in self.noisy_layers:
+        x = self._noisy(layers.InformationDropoutDense, width, f'hidden{i}')(x, deterministic=deterministic)
+      else:
+        # method='none' is dense + activation; the same module keeps the parameter tree (hidden{i}/signal) of a
+        # noisy layer, so checkpoints and analyses address layers alike whichever are noisy.
+        x = layers.InformationDropoutDense(width, method='none', activation=self.activation, dtype=self.dtype,
+                                           name=f'hidden{i}')(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x).astype(jnp.float32)
 
 
@@ -145,9 +159,25 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
       bn_momentum=_require(model_config, 'bn_momentum'),
       dtype=DTYPES[_require(model_config, 'dtype', tuple(DTYPES))],
   )
+  if name != 'mlp' and model_config.get('noisy_layers'):
+    raise ValueError(f'config.model.noisy_layers={model_config.noisy_layers!r} applies to model \'mlp\' only; '
+                     f'model {name!r} has noise on every pooling layer. Leave it ().')
   if name == 'all_cnn_32':
     return all_cnn_32(filter_percentage=_require(model_config, 'filter_percentage'),
                       input_dropout_rate=_require(model_config, 'input_dropout_rate'), **common)
   if name == 'all_cnn_96':
     return all_cnn_96(**common)
-  return MLP(hidden_sizes=tuple(_require(model_config, 'hidden_sizes')), **common)
+  hidden_sizes = tuple(_require(model_config, 'hidden_sizes'))
+  return MLP(hidden_sizes=hidden_sizes, noisy_layers=_noisy_layers(model_config, len(hidden_sizes)), **common)
+
+
+def _noisy_layers(model_config: ml_collections.ConfigDict, num_hidden: int) -> tuple[int, ...]:
+  """config.model.noisy_layers checked: distinct 1-based hidden-layer indices, or () for every hidden layer."""
+  value = model_config.get('noisy_layers', ())  # Configs saved before the field existed: every layer noisy.
+  value = () if value is None else value
+  indices = tuple(value) if isinstance(value, (tuple, list)) else None
+  if indices is None or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= num_hidden
+                                for i in indices) or len(set(indices)) != len(indices):
+    raise ValueError(f'config.model.noisy_layers={value!r}: expected distinct 1-based indices of hidden layers '
+                     f'(1..{num_hidden} for hidden_sizes of length {num_hidden}), or () for every hidden layer.')
+  return tuple(sorted(indices))

@@ -144,11 +144,66 @@ def first_replica_to_host(tree: PyTree) -> PyTree:
                       tree)
 
 
+def _is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _address_problem(address: str) -> str | None:
+  """Why `address` is not a coordinator 'host:port' ('[v6]:port' for IPv6), or None when it is one."""
+  host, sep, port = address.rpartition(':')
+  if not sep or not host:
+    return 'it has no host:port form'
+  if not (port.isdigit() and 1 <= int(port) <= 65535):
+    return f'port {port!r} is not a number in 1..65535'
+  if host.startswith('['):
+    if not host.endswith(']') or len(host) < 3 or not all(c in '0123456789abcdefABCDEF:.' for c in host[1:-1]):
+      return f'host {host!r} is not a bracketed IPv6 address'
+  elif ':' in host:
+    return f'host {host!r} contains ":" (write an IPv6 host in brackets: [::1]:1234)'
+  elif any(c.isspace() or c in '/[]@' for c in host):
+    return f'host {host!r} is not a host name or IP address'
+  return None
+
+
+def validate_distributed(distributed_config: Any) -> None:
+  """Raises ValueError naming the first bad `config.distributed` field; nothing is contacted.
+
+  Checked before `jax.distributed.initialize`, which would otherwise hang on a malformed address or fail with a
+  traceback on an out-of-range process id.
+  """
+  d = distributed_config
+  expected = {
+      'enabled': (isinstance(d.enabled, (bool, np.bool_)), 'True or False'),
+      'coordinator_address': (isinstance(d.coordinator_address, str),
+                              "'host:port' of process 0's coordinator, or '' to detect it from the cluster"),
+      'num_processes': (_is_int(d.num_processes) and (d.num_processes == -1 or d.num_processes >= 1),
+                        'an int >= 1, or -1 to detect it from the cluster'),
+      'process_id': (_is_int(d.process_id) and d.process_id >= -1,
+                     'an int in [0, num_processes), or -1 to detect it from the cluster'),
+  }
+  for field, (ok, what) in expected.items():
+    if not ok:
+      raise ValueError(f'config.distributed.{field} = {d[field]!r}: expected {what}.')
+  if d.coordinator_address:
+    problem = _address_problem(d.coordinator_address)
+    if problem:
+      raise ValueError(f'config.distributed.coordinator_address = {d.coordinator_address!r}: expected '
+                       f"'host:port' (e.g. '10.0.0.1:1234' or '[::1]:1234'); {problem}.")
+  if d.process_id >= 0 and d.num_processes == -1:
+    raise ValueError(f'config.distributed.process_id = {d.process_id} needs config.distributed.num_processes too '
+                     '(or leave both at -1 to detect them from the cluster).')
+  if d.num_processes >= 1 and d.process_id >= d.num_processes:
+    raise ValueError(f'config.distributed.process_id = {d.process_id}: expected an int in '
+                     f'[0, {d.num_processes}) (num_processes = {d.num_processes}).')
+
+
 def initialize_distributed(distributed_config: Any) -> None:
   """`jax.distributed.initialize` when `distributed_config.enabled`; must run before anything touches devices.
 
-  Empty/-1 fields are left to JAX's cluster auto-detection (SLURM, Open MPI, Cloud TPU, ...).
+  Empty/-1 fields are left to JAX's cluster auto-detection (SLURM, Open MPI, Cloud TPU, ...). The fields are
+  checked first (`validate_distributed`), whether or not distributed is enabled.
   """
+  validate_distributed(distributed_config)
   if not distributed_config.enabled:
     return
   kwargs = {}
@@ -158,4 +213,11 @@ def initialize_distributed(distributed_config: Any) -> None:
     kwargs['num_processes'] = int(distributed_config.num_processes)
   if distributed_config.process_id >= 0:
     kwargs['process_id'] = int(distributed_config.process_id)
-  jax.distributed.initialize(**kwargs)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (RuntimeError, ValueError) as e:  # jaxlib's XlaRuntimeError is a RuntimeError.
+    raise ConnectionError(
+        f'jax.distributed.initialize({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}) failed: {e}. Check that '
+        'every process runs with the same coordinator_address and num_processes and its own process_id, that '
+        'process 0 (the coordinator) started, and that its port is reachable; leave the fields empty/-1 to take '
+        'them from the cluster environment (SLURM, Open MPI, Cloud TPU).') from e

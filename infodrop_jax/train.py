@@ -15,9 +15,7 @@ in current JAX, makes it independent of the sharding), so every example gets its
 """
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -32,12 +30,12 @@ import optax
 from flax.training import train_state
 
 from infodrop_jax import checkpoint as checkpoint_lib
+from infodrop_jax import config_diff
 from infodrop_jax import kl as kl_lib
-from infodrop_jax import layers
 from infodrop_jax import metrics as metrics_lib
-from infodrop_jax import models
 from infodrop_jax import optim
 from infodrop_jax import parallel as parallel_lib
+from infodrop_jax import tasks
 from infodrop_jax.data import pipeline as pipeline_lib
 from infodrop_jax.data import preprocess
 
@@ -54,8 +52,12 @@ class TrainState(train_state.TrainState):
 # --- configuration checks ----------------------------------------------------------------------------------------
 
 
-def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-  """Raises ValueError naming the first invalid field and the allowed values. Call before compiling anything."""
+def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None,
+                    task: tasks.Task | None = None) -> None:
+  """Raises ValueError naming the first invalid field and the allowed values. Call before compiling anything.
+
+  The trainer's own fields are checked here, the model's and loss's by the task (`tasks.Task.validate_config`).
+  """
   def check(ok: bool, field: str, expected: str) -> None:
     if not ok:
       value = config
@@ -63,30 +65,48 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         value = value[part]
       raise ValueError(f'config.{field} = {value!r}: expected {expected}.')
 
-  check(config.model.name in models.MODEL_NAMES, 'model.name', f'one of {models.MODEL_NAMES}')
-  check(config.model.dropout in layers.METHODS, 'model.dropout', f'one of {layers.METHODS}')
-  check(config.model.activation in layers.ACTIVATIONS, 'model.activation', f'one of {tuple(layers.ACTIVATIONS)}')
-  check(config.model.dtype in models.DTYPES, 'model.dtype', f'one of {tuple(models.DTYPES)}')
-  check(0 < config.model.max_alpha, 'model.max_alpha', 'a positive float')
-  check(0 < config.model.filter_percentage <= 1, 'model.filter_percentage', 'a float in (0, 1]')
-  check(0 <= config.model.dropout_rate < 1, 'model.dropout_rate', 'a drop probability in [0, 1)')
-  check(0 <= config.model.input_dropout_rate < 1, 'model.input_dropout_rate', 'a drop probability in [0, 1)')
-  check(all(int(h) > 0 for h in config.model.hidden_sizes), 'model.hidden_sizes', 'positive ints')
-  check(config.loss.beta >= 0 and math.isfinite(config.loss.beta), 'loss.beta', 'a finite float >= 0')
-  check(config.loss.weight_decay >= 0, 'loss.weight_decay', 'a float >= 0')
+  if task is None:
+    check(tasks.task_name(config) in tasks.TASKS, 'task', f'one of {tuple(tasks.TASKS)}')
+    task = tasks.create_task(config)
+  task.validate_config(config, check)
+  real, integer = tasks.is_finite_real, tasks.is_int
+  check(real(config.loss.beta) and config.loss.beta >= 0, 'loss.beta', 'a finite float >= 0')
+  check(real(config.loss.weight_decay) and config.loss.weight_decay >= 0, 'loss.weight_decay', 'a finite float >= 0')
   check(config.optim.name in optim.OPTIMIZERS, 'optim.name', f'one of {optim.OPTIMIZERS}')
-  check(config.optim.learning_rate > 0, 'optim.learning_rate', 'a positive float')
-  check(0 <= config.optim.momentum < 1, 'optim.momentum', 'a float in [0, 1)')
-  check(all(int(e) > 0 for e in config.optim.lr_drop_epochs), 'optim.lr_drop_epochs', 'positive epochs')
-  check(config.train.num_epochs > 0, 'train.num_epochs', 'a positive int')
+  check(real(config.optim.learning_rate) and config.optim.learning_rate > 0, 'optim.learning_rate',
+        'a finite positive float')
+  check(real(config.optim.momentum) and 0 <= config.optim.momentum < 1, 'optim.momentum', 'a float in [0, 1)')
+  schedule = config.optim.get('schedule', 'piecewise')
+  check(schedule in optim.SCHEDULES, 'optim.schedule', f'one of {optim.SCHEDULES}')
+  if schedule == 'piecewise':
+    drops = config.optim.lr_drop_epochs
+    # 1.5 would silently become epoch 1: drops happen at whole epochs only.
+    check(isinstance(drops, (tuple, list)) and all(
+        (integer(e) or real(e) and float(e).is_integer()) and e > 0 for e in drops), 'optim.lr_drop_epochs',
+          'a tuple of whole positive epochs, e.g. (80, 120)')
+    check(real(config.optim.lr_drop_factor) and config.optim.lr_drop_factor > 0, 'optim.lr_drop_factor',
+          'a finite positive float (0.1 divides the learning rate by 10)')
+  else:
+    check(integer(config.optim.get('decay_epochs')) and config.optim.decay_epochs > 0, 'optim.decay_epochs',
+          'a positive int (the cosine schedule decays to 0 over that many epochs; usually train.num_epochs)')
+  check(integer(config.seed) and 0 <= config.seed < 2**32, 'seed', 'an int in [0, 2**32)')
+  check(integer(config.train.num_epochs) and config.train.num_epochs > 0, 'train.num_epochs', 'a positive int')
+  check(integer(config.train.batch_size) and config.train.batch_size > 0, 'train.batch_size', 'a positive int')
+  check(integer(config.eval.batch_size) and config.eval.batch_size > 0, 'eval.batch_size', 'a positive int')
   check(config.train.parallel in parallel_lib.MODES, 'train.parallel', f'one of {parallel_lib.MODES}')
   placements = ('auto',) + pipeline_lib.PLACEMENTS
   check(config.train.data_placement in placements, 'train.data_placement', f'one of {placements}')
   for field in ('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
-    check(config.train[field] > 0, f'train.{field}', 'a positive int')
-  check(config.eval.every_epochs >= 0, 'eval.every_epochs', 'an int >= 0 (0 = only at the end)')
-  check(config.eval.bn_reestimate_steps >= -1, 'eval.bn_reestimate_steps',
-        'an int >= -1 (-1 = one pass over the training set, 0 = off)')
+    check(integer(config.train[field]) and config.train[field] > 0, f'train.{field}', 'a positive int')
+  check(integer(config.eval.every_epochs) and config.eval.every_epochs >= 0, 'eval.every_epochs',
+        'an int >= 0 (0 = only at the end)')
+  check(integer(config.eval.bn_reestimate_steps) and config.eval.bn_reestimate_steps >= -1,
+        'eval.bn_reestimate_steps', 'an int >= -1 (-1 = one pass over the training set, 0 = off)')
+  if config.get('distributed') is not None:
+    parallel_lib.validate_distributed(config.distributed)
+  if config.get('data') is not None and 'name' in config.data:
+    from infodrop_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
+    data_config.validate(config.data)
   if num_devices is not None:
     for field in ('train.batch_size', 'eval.batch_size'):
       size = config.train.batch_size if field == 'train.batch_size' else config.eval.batch_size
@@ -101,39 +121,34 @@ def _variables(params: Any, batch_stats: Any) -> dict[str, Any]:
   return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
 
 
-def train_step(state: TrainState, batch: Batch, key: jax.Array, *, beta: float, n_train: int,
-               weight_decay: float, learning_rate_fn: optax.Schedule,
+def train_step(state: TrainState, batch: Batch, key: jax.Array, *, beta: float, n_train: int, weight_decay: float,
+               learning_rate_fn: optax.Schedule, task: tasks.Task = tasks.Classification(),
                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
-  """One optimisation step on `batch` with noise key `key`: loss = CE + beta·Lz + weight_decay·Σ||v||²/2.
+  """One optimisation step on `batch` with noise key `key`: loss = task loss + weight_decay·Σ||v||²/2.
 
   Args:
     state: the train state (this device's replica under pmap).
-    batch: {'images': float32 NHWC, 'labels': int32} (this device's slice under pmap).
+    batch: {'images': float32 NHWC, 'labels': int32, ...} (this device's slice under pmap).
     key: the noise key of this step (fold_in(base, step)); folded with the device index under pmap.
-    beta, n_train, weight_decay: loss hyperparameters; Lz = kl.total_kl(kl collection, n_train).
+    task: the objective (`tasks.Task`); for classification CE + beta·Lz with Lz = kl.total_kl(kl collection, n_train).
+    beta, n_train, weight_decay: loss hyperparameters.
     learning_rate_fn: the optimizer's schedule, for the `learning_rate` metric.
     axis_name: the pmap axis; gradients, BatchNorm statistics and metrics are averaged over it. None under jit.
 
   Returns:
-    The new state and metrics: loss, ce, beta_lz, kl/<layer> (nats per example, summed over units), accuracy,
-    grad_norm, learning_rate, param_norm (after the update).
+    The new state and metrics: loss, the task's metrics (classification: ce, beta_lz, kl/<layer> in nats per
+    example summed over units, accuracy), grad_norm, learning_rate, param_norm (after the update).
   """
   if axis_name is not None:
     key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
   mutable = ['batch_stats', kl_lib.KL_COLLECTION] if state.batch_stats else [kl_lib.KL_COLLECTION]
 
   def loss_fn(params):
-    logits, updates = state.apply_fn(_variables(params, state.batch_stats), batch['images'], deterministic=False,
-                                     use_running_average=False, rngs={'noise': key}, mutable=mutable)
-    logits = logits.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels']).mean()
-    kl_collection = updates.get(kl_lib.KL_COLLECTION)
-    beta_lz = beta * kl_lib.total_kl(kl_collection, n_train)
-    loss = ce + beta_lz + weight_decay * optim.l2_penalty(params)
-    metrics = {'loss': loss, 'ce': ce, 'beta_lz': beta_lz,
-               'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['labels'])}
-    metrics.update({f'kl/{name}': value for name, value in kl_lib.kl_per_layer(kl_collection).items()})
-    return loss, (metrics, updates.get('batch_stats'))
+    outputs, updates = state.apply_fn(_variables(params, state.batch_stats), batch['images'], deterministic=False,
+                                      use_running_average=False, rngs={'noise': key}, mutable=mutable)
+    task_loss, metrics = task.loss(outputs, batch, updates.get(kl_lib.KL_COLLECTION), beta=beta, n_train=n_train)
+    loss = task_loss + weight_decay * optim.l2_penalty(params)
+    return loss, ({'loss': loss, **metrics}, updates.get('batch_stats'))
 
   grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
   if axis_name is not None:
@@ -174,9 +189,10 @@ class _Run:
   """Everything a training or evaluation run needs, built (and validated) before any compile."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None,
-               splits: Any | None, read_only: bool = False):
+               splits: Any | None, read_only: bool = False, task: tasks.Task | None = None):
     parallel = parallel_lib.Parallel.create(config.train.parallel)
-    validate_config(config, parallel.num_devices)
+    task = task if task is not None else tasks.create_task(config) if tasks.task_name(config) in tasks.TASKS else None
+    validate_config(config, parallel.num_devices, task)
     if read_only:
       if not os.path.isdir(workdir):
         raise ValueError(f'--workdir {workdir!r} does not exist; nothing to evaluate.')
@@ -185,6 +201,11 @@ class _Run:
     if splits is None:
       from infodrop_jax import data  # pylint: disable=g-import-not-at-top
       splits = data.load(config.data)
+    n_test = int(splits.test.labels.shape[0])
+    most = -(-n_test // parallel.num_devices) * parallel.num_devices
+    if int(config.eval.batch_size) > most:
+      raise ValueError(f'config.eval.batch_size = {config.eval.batch_size}: expected at most {most} (the test split '
+                       f'has {n_test} examples; a larger batch would only evaluate padding).')
     self.config, self.workdir, self.parallel, self.splits = config, workdir, parallel, splits
     self.keys = _root_keys(int(config.seed))
     self.n_train = int(splits.train.labels.shape[0])
@@ -196,16 +217,23 @@ class _Run:
                                                    name='config.eval.batch_size')
     self.steps_per_epoch = self.train_data.steps_per_epoch
     self.total_steps = int(config.train.num_epochs) * self.steps_per_epoch
-    self.model = model if model is not None else models.create_model(config.model, splits.num_classes)
+    self.task = task
+    self.model = model if model is not None else task.create_model(config, splits)
     self.tx, self.schedule = optim.create_optimizer(config.optim, self.steps_per_epoch)
     self.checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=int(config.train.keep_checkpoints),
                                                     read_only=read_only)
-    self.step_kwargs = dict(beta=float(config.loss.beta), n_train=self.n_train,
+    self.step_kwargs = dict(task=task, beta=float(config.loss.beta), n_train=self.n_train,
                             weight_decay=float(config.loss.weight_decay), learning_rate_fn=self.schedule)
     self.binarize = config.data.get('preprocess') == 'binarize_stochastic'
     self._chunk_fns: dict[int, Callable[..., Any]] = {}
+    self.writer: metrics_lib.MetricWriter | None = None  # Set by train_and_evaluate (hooks read what it logged).
     self._eval_fn = None
+    self._host_fns = None
     self._bn_order = None
+    # XLA:CPU runs convolutions inside a compiled loop (lax.scan / fori_loop) about 40x slower than the same ops
+    # called step by step (measured on All-CNN-96: 87 s vs 2.2 s for two steps), so on CPU the loops over training,
+    # re-estimation and test batches are driven from the host, one compiled step per call. pmap keeps its loops.
+    self.host_loops = parallel.mode == 'jit' and jax.devices()[0].platform == 'cpu'
 
   def model_inputs(self, batch: Batch, key: jax.Array, axis_name: str | None = None) -> Batch:
     """The batch as the model sees it: with preprocess='binarize_stochastic', a fresh binarisation per use.
@@ -239,94 +267,147 @@ class _Run:
           batch = self.model_inputs(batch, jax.random.fold_in(self.keys['binarize'], state.step), axis_name)
           key = jax.random.fold_in(state.key, state.step)
           return train_step(state, batch, key, axis_name=axis_name, **self.step_kwargs)
-        return jax.lax.scan(one_step, state, length=length)
+        # A one-step chunk is unrolled: no loop for XLA at all (see `host_loops`).
+        return jax.lax.scan(one_step, state, length=length, unroll=length == 1)
       self._chunk_fns[length] = self.parallel.compile(chunk, donate_argnums=(0,))
     return self._chunk_fns[length]
+
+  def run_chunk(self, state: TrainState, length: int, order: jax.Array) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """`length` training steps from `state`; returns the new state and the steps' metrics (numpy, one replica).
+
+    With `host_loops` the steps are one compiled call each (dispatch is cheap next to a CPU step); otherwise they
+    are one `lax.scan`ned call.
+    """
+    if not self.host_loops:
+      state, metrics = self._chunk_fn(length)(state, self.train_data.arrays, order)
+      return state, self.parallel.first_step_replica(metrics)
+    step_fn, parts = self._chunk_fn(1), []
+    for _ in range(length):
+      state, metrics = step_fn(state, self.train_data.arrays, order)
+      parts.append(metrics)
+    parts = self.parallel.first_step_replica(parts)
+    return state, jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+  def chunk_compiled(self, length: int) -> bool:
+    return (1 if self.host_loops else length) in self._chunk_fns
+
+  # --- evaluation: BatchNorm re-estimation, then the test passes ---
+
+  def _bn_steps(self) -> int:
+    bn_steps = int(self.config.eval.bn_reestimate_steps)
+    return self.train_data.steps_per_epoch if bn_steps == -1 else min(bn_steps, self.train_data.steps_per_epoch)
+
+  def _exact_bn(self) -> bool:
+    return 'bn_momentum' in getattr(self.model, '__dataclass_fields__', {})
+
+  def _bn_body(self, i, stats, params, train_arrays, bn_order, axis_name=None):
+    """Re-estimation step i: the statistics after training batch i of `bn_order`, noise off.
+
+    The original's re-estimation: one pass over the training set with the noise off and BatchNorm in training
+    mode. Its moving average (decay 0.9 over 500 CIFAR batches) forgets the noisy training statistics, but at decay
+    0.999 (Cluttered MNIST) one pass would keep about 70 % of them. So for models with a `bn_momentum` field (all
+    of `infodrop_jax.models`) a copy at momentum 0 yields each batch's own statistics, which are averaged exactly;
+    other models get the original's moving-average pass. The original walks its unsorted CIFAR batches in stored
+    order; a class-sorted set (the JPEG proxy, image folders) would bias both, so the pass visits the examples in a
+    fixed random order (`bn_order`, from the key 'bn_reestimate'; per process when the training data is
+    process-sharded).
+    """
+    exact_bn = self._exact_bn()
+    bn_apply = self.model.clone(bn_momentum=0.0).apply if exact_bn else self.model.apply
+    batch = self.train_data.gather_train_batch(train_arrays, bn_order, i, axis_name)
+    batch = self.model_inputs(batch, jax.random.fold_in(self.keys['eval_binarize'], i), axis_name)
+    _, updates = bn_apply(_variables(params, stats), batch['images'], deterministic=True,
+                          use_running_average=False, mutable=['batch_stats'])
+    new = updates['batch_stats']
+    new = jax.lax.pmean(new, axis_name) if axis_name else new
+    return jax.tree.map(lambda m, b: m + (b - m) / (i + 1), stats, new) if exact_bn else new
+
+  def _test_body(self, i, variables, test_arrays, deterministic, axis_name=None):
+    """The task's sums over test batch i (noise off when `deterministic`)."""
+    batch = self.test_data.gather_eval_batch(test_arrays, i, axis_name)
+    batch = self.model_inputs(batch, jax.random.fold_in(self.keys['eval_binarize'], i), axis_name)
+    key = jax.random.fold_in(self.keys['eval'], i)
+    if axis_name:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    outputs, updates = self.model.apply(variables, batch['images'], deterministic=deterministic,
+                                        use_running_average=True, rngs={'noise': key},
+                                        mutable=[kl_lib.KL_COLLECTION])
+    sums = self.task.eval_sums(outputs, batch, updates.get(kl_lib.KL_COLLECTION), batch['mask'])
+    return jax.lax.psum(sums, axis_name) if axis_name else sums
+
+  def _reestimated_batch_stats(self, state, train_arrays, bn_order, axis_name=None):
+    """The BatchNorm statistics evaluation uses: `state.batch_stats` re-estimated on the training set (traceable)."""
+    if not (state.batch_stats and self._bn_steps()):
+      return state.batch_stats
+    return jax.lax.fori_loop(0, self._bn_steps(), lambda i, stats: self._bn_body(
+        i, stats, state.params, train_arrays, bn_order, axis_name), state.batch_stats)
 
   def _evaluate_fn(self) -> Callable[..., Any]:
     """(state, train arrays, BN pass order, test arrays) → sums over the test set: BN re-estimation, D, N."""
     if self._eval_fn is None:
-      test, train = self.test_data, self.train_data
-      bn_steps = int(self.config.eval.bn_reestimate_steps)
-      bn_steps = train.steps_per_epoch if bn_steps == -1 else min(bn_steps, train.steps_per_epoch)
-      eval_key = self.keys['eval']
-      exact_bn = 'bn_momentum' in getattr(self.model, '__dataclass_fields__', {})
-      bn_apply = self.model.clone(bn_momentum=0.0).apply if exact_bn else self.model.apply
-
       def evaluate(state, train_arrays, bn_order, test_arrays, axis_name=None):
-        batch_stats = state.batch_stats
-        if batch_stats and bn_steps:
-          # The original's re-estimation: one pass over the training set with the noise off and BatchNorm in
-          # training mode. Its moving average (decay 0.9 over 500 CIFAR batches) forgets the noisy training
-          # statistics, but at decay 0.999 (Cluttered MNIST) one pass would keep about 70 % of them. So for models
-          # with a `bn_momentum` field (all of `infodrop_jax.models`) a copy at momentum 0 yields each batch's own
-          # statistics, which are averaged exactly; other models get the original's moving-average pass. The
-          # original walks its unsorted CIFAR batches in stored order; a class-sorted set (the JPEG proxy, image
-          # folders) would bias both, so the pass visits the examples in a fixed random order (`bn_order`, from the
-          # key 'bn_reestimate'; per process when the training data is process-sharded).
-          def bn_update(i, stats):
-            batch = train.gather_train_batch(train_arrays, bn_order, i, axis_name)
-            batch = self.model_inputs(batch, jax.random.fold_in(self.keys['eval_binarize'], i), axis_name)
-            _, updates = bn_apply(_variables(state.params, stats), batch['images'], deterministic=True,
-                                  use_running_average=False, mutable=['batch_stats'])
-            stats = updates['batch_stats']
-            return jax.lax.pmean(stats, axis_name) if axis_name else stats
-
-          if exact_bn:
-            batch_stats = jax.lax.fori_loop(
-                0, bn_steps, lambda i, mean: jax.tree.map(lambda m, b: m + (b - m) / (i + 1), mean, bn_update(i, mean)),
-                batch_stats)
-          else:
-            batch_stats = jax.lax.fori_loop(0, bn_steps, bn_update, batch_stats)
-        variables = _variables(state.params, batch_stats)
+        variables = _variables(state.params, self._reestimated_batch_stats(state, train_arrays, bn_order, axis_name))
 
         def test_pass(deterministic):
-          def batch_sums(i):
-            batch = test.gather_eval_batch(test_arrays, i, axis_name)
-            batch = self.model_inputs(batch, jax.random.fold_in(self.keys['eval_binarize'], i), axis_name)
-            key = jax.random.fold_in(eval_key, i)
-            if axis_name:
-              key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-            logits, updates = state.apply_fn(variables, batch['images'], deterministic=deterministic,
-                                             use_running_average=True, rngs={'noise': key},
-                                             mutable=[kl_lib.KL_COLLECTION])
-            logits = logits.astype(jnp.float32)
-            mask = batch['mask'].astype(jnp.float32)
-            # kl_per_layer averages over the batch; masking the maps and scaling by the batch size gives the sum
-            # over the real (unpadded) examples.
-            masked_kl = jax.tree.map(lambda m: m * mask.reshape((-1,) + (1,) * (m.ndim - 1)),
-                                     updates.get(kl_lib.KL_COLLECTION))
-            sums = {'correct': jnp.sum(mask * (jnp.argmax(logits, -1) == batch['labels'])),
-                    'ce': jnp.sum(mask * optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels'])),
-                    'count': jnp.sum(mask)}
-            sums.update({f'kl/{k}': v * mask.shape[0] for k, v in kl_lib.kl_per_layer(masked_kl).items()})
-            return jax.lax.psum(sums, axis_name) if axis_name else sums
-
-          return jax.lax.fori_loop(1, test.steps_per_epoch, lambda i, sums: jax.tree.map(jnp.add, sums, batch_sums(i)),
-                                   batch_sums(0))
+          def add_batch(i, sums):
+            return jax.tree.map(jnp.add, sums, self._test_body(i, variables, test_arrays, deterministic, axis_name))
+          return jax.lax.fori_loop(1, self.test_data.steps_per_epoch, add_batch,
+                                   self._test_body(0, variables, test_arrays, deterministic, axis_name))
 
         return test_pass(True), test_pass(False)
       self._eval_fn = self.parallel.compile(evaluate)
     return self._eval_fn
 
+  def _host_batch_stats(self, state):
+    """`_reestimated_batch_stats` driven from the host, one compiled re-estimation step per call (`host_loops`)."""
+    if not (state.batch_stats and self._bn_steps()):
+      return state.batch_stats
+    if self._host_fns is None:
+      self._host_fns = (jax.jit(self._bn_body), jax.jit(self._test_body, static_argnums=3))
+    stats = state.batch_stats
+    for i in range(self._bn_steps()):
+      stats = self._host_fns[0](i, stats, state.params, self.train_data.arrays, self._bn_order)
+    return stats
+
   # --- host-side driving ---
 
+  def _ensure_bn_order(self) -> None:
+    if self._bn_order is None:
+      self._bn_order = self.train_data.fixed_order(self.keys['bn_reestimate'])
+
   def evaluate(self, state: TrainState) -> dict[str, float]:
-    """Test error with the noise off (D) and on (N), CE and per-layer KL (nats/example) on the test set.
+    """The task's test results from passes with the noise off (D) and on (N); classification: error, CE, KL.
 
     `state` is in the step's layout; the BatchNorm re-estimation only affects this evaluation, not training.
     """
-    if self._bn_order is None:
-      self._bn_order = self.train_data.fixed_order(self.keys['bn_reestimate'])
-    sums_d, sums_n = self._evaluate_fn()(state, self.train_data.arrays, self._bn_order, self.test_data.arrays)
+    self._ensure_bn_order()
+    if not self.host_loops:
+      sums_d, sums_n = self._evaluate_fn()(state, self.train_data.arrays, self._bn_order, self.test_data.arrays)
+    else:
+      variables = _variables(state.params, self._host_batch_stats(state))
+      if self._host_fns is None:
+        self._host_fns = (jax.jit(self._bn_body), jax.jit(self._test_body, static_argnums=3))
+      test_fn = self._host_fns[1]
+
+      def test_pass(deterministic):
+        sums = test_fn(0, variables, self.test_data.arrays, deterministic)
+        for i in range(1, self.test_data.steps_per_epoch):
+          sums = jax.tree.map(jnp.add, sums, test_fn(i, variables, self.test_data.arrays, deterministic))
+        return sums
+      sums_d, sums_n = test_pass(True), test_pass(False)
     sums_d, sums_n = (self.parallel.first_step_replica(s) for s in (sums_d, sums_n))
-    count = float(sums_d['count'])
-    result = {'test/error_d': 1.0 - float(sums_d['correct']) / count,
-              'test/error_n': 1.0 - float(sums_n['correct']) / count,
-              'test/ce_d': float(sums_d['ce']) / count, 'test/ce_n': float(sums_n['ce']) / count}
-    # The KL depends on the noise only through its parameters, so the noisy pass reports it for every method.
-    result.update({f'test/{k}': float(v) / count for k, v in sums_n.items() if k.startswith('kl/')})
-    return result
+    return self.task.eval_results(sums_d, sums_n)
+
+  def evaluation_variables(self, state: TrainState) -> dict[str, Any]:
+    """{'params', ['batch_stats']} as numpy, exactly as `evaluate` uses them (BatchNorm re-estimated): analyses."""
+    self._ensure_bn_order()
+    if self.host_loops:
+      batch_stats = self._host_batch_stats(state)
+    else:
+      batch_stats = self.parallel.compile(self._reestimated_batch_stats)(state, self.train_data.arrays,
+                                                                          self._bn_order)
+    return _variables(self.parallel.first_step_replica(state.params),
+                      self.parallel.first_step_replica(batch_stats) if batch_stats else None)
 
   def save(self, state: TrainState) -> None:
     self.checkpointer.save(self.parallel.to_global(state), self.config)
@@ -346,53 +427,262 @@ def _raise_non_finite(metrics: Mapping[str, np.ndarray], first_step: int, checkp
   if bad.any():
     i = int(np.argmax(bad))
     checkpointer.wait()
+    # Every task's loss terms (classification: ce, beta_lz; VAE: distortion, rate) beside the step's norms.
+    values = ', '.join(f'{k}={v[i]}' for k, v in metrics.items() if not k.startswith(('kl/', 'learning_rate')))
     raise FloatingPointError(
-        f'non-finite training at step {first_step + i + 1} (loss={metrics["loss"][i]}, ce={metrics["ce"][i]}, '
-        f'beta_lz={metrics["beta_lz"][i]}, grad_norm={metrics["grad_norm"][i]}, '
-        f'param_norm={metrics["param_norm"][i]}); training stopped. The last good checkpoint is step '
-        f'{checkpointer.latest_step()} in {checkpointer.directory}.')
+        f'non-finite training at step {first_step + i + 1} ({values}); training stopped. The last good checkpoint '
+        f'is step {checkpointer.latest_step()} in {checkpointer.directory}.')
+
+
+# --- hooks: periodic extras the loop calls ---------------------------------------------------------------------
+
+# hook(run, state, step) -> scalars to log at `step`, or None. Called before the first step of a fresh run (step 0)
+# and after every epoch's checkpoint; the hook decides from `step` whether it has work. `state` is in the step's
+# device layout. A hook must not touch the training randomness or the state: turning one on never changes training.
+#
+# A run killed during the hooks of an epoch resumes from that epoch's checkpoint. Hooks with an optional
+# `recorded(run, step) -> bool` (True when their output for `step` is already in the workdir, or when they have
+# nothing to do at `step`) are then called again at the resumed step where it returns False; hooks without it are
+# not called again there. `run.writer` is the run's `metrics.MetricWriter` (see `MetricWriter.logged`).
+Hook = Callable[['_Run', TrainState, int], 'Mapping[str, float] | None']
+
+
+class _EvaluationHook:
+  """Test-set evaluation (`_Run.evaluate`) every `every_epochs` epochs; the final one belongs to the summary."""
+  name = 'test-set evaluation'
+
+  def __init__(self, every_epochs: int):
+    self.every_epochs = every_epochs
+
+  def due(self, run: _Run, step: int) -> bool:
+    epoch, within = divmod(step, run.steps_per_epoch)
+    return not (within or not self.every_epochs or epoch % self.every_epochs or step in (0, run.total_steps))
+
+  def recorded(self, run: _Run, step: int) -> bool:
+    writer = getattr(run, 'writer', None)
+    return not self.due(run, step) or (
+        writer is not None and any(k.startswith('test/') for k in writer.logged(step)))
+
+  def __call__(self, run: _Run, state: TrainState, step: int) -> dict[str, float] | None:
+    return run.evaluate(state) if self.due(run, step) else None
+
+
+def evaluation_hook(every_epochs: int) -> Hook:
+  """Test-set evaluation (`_Run.evaluate`) every `every_epochs` epochs; the final one belongs to the summary."""
+  return _EvaluationHook(every_epochs)
+
+
+def default_hooks(config: ml_collections.ConfigDict) -> list[Hook]:
+  """The hooks a config asks for: periodic evaluation, and information-plane capture when enabled."""
+  hooks = [evaluation_hook(int(config.eval.every_epochs))]
+  if config.get('information_plane') is not None and config.information_plane.get('enabled', False):
+    from infodrop_jax import information_plane  # pylint: disable=g-import-not-at-top
+    hooks.append(information_plane.capture_hook(config))
+  return hooks
+
+
+CONFIG_FILE = 'config.json'
+
+
+def _saved_config(workdir: str) -> dict[str, Any] | None:
+  """`workdir/config.json` as a dict, or None when there is none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path} cannot be read ({e}); it should hold the config this run was started with. Restore '
+                     'it, or delete it to accept the current config as the run\'s.') from e
+  if not isinstance(saved, dict):
+    raise ValueError(f'{path} is not a config (a JSON object); restore it, or delete it to accept the current config.')
+  return saved
+
+
+def check_config_change(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False
+                        ) -> list[tuple[str, Any, Any]]:
+  """The fields in which `config` differs from the run's `workdir/config.json` (free fields aside).
+
+  Raises ValueError naming them, unless `allow_config_change`. Fields that cannot change the result (logging,
+  checkpointing, device layout, evaluation batch size and frequency, ...; `config_diff.RESUME_FREE_FIELDS`) may
+  differ freely, and `train.num_epochs` may be raised to train longer.
+  """
+  saved = _saved_config(workdir)
+  if saved is None:
+    return []
+  differ = config_diff.differences(config, saved, free=config_diff.RESUME_FREE_FIELDS)
+  if differ and not allow_config_change:
+    raise ValueError(
+        f'{os.path.join(workdir, CONFIG_FILE)}: this config differs from the one the run in {workdir} was started '
+        f'with in {len(differ)} field(s): {config_diff.describe(differ)}. Resuming would continue that run with '
+        'other settings. Use another --workdir for a new run, or pass --allow_config_change '
+        '(train_and_evaluate(..., allow_config_change=True)) to continue it with the changed config anyway.')
+  return differ
+
+
+def _finished_summary(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """The summary of a run in `workdir` that already trained `config.train.num_epochs` epochs, else None."""
+  path = os.path.join(workdir, metrics_lib.SUMMARY_FILE)
+  if not os.path.isfile(path) or not os.path.isdir(os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if not (isinstance(summary, dict) and summary.get('epochs') == config.train.num_epochs
+          and isinstance(summary.get('steps'), int)):
+    return None
+  checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=int(config.train.keep_checkpoints), read_only=True)
+  try:
+    latest = checkpointer.latest_step()
+  finally:
+    checkpointer.close()
+  return summary if latest == summary['steps'] else None
+
+
+def _remove_empty_dirs(created: list[str]) -> None:
+  """Removes the directories in `created` (deepest first) that are still empty: what a failed start created."""
+  for directory in sorted(created, key=len, reverse=True):
+    try:
+      os.rmdir(directory)
+    except OSError:
+      pass
+
+
+def _call_hooks(run: _Run, hooks: list[Hook], state: TrainState, step: int, writer: metrics_lib.MetricWriter, *,
+                resumed: bool = False) -> None:
+  """Calls the hooks at `step`; on a resumed step, only those whose output for it is missing (see `Hook`)."""
+  if resumed:
+    missing = np.array([hasattr(hook, 'recorded') and not hook.recorded(run, step) for hook in hooks], bool)
+    if jax.process_count() > 1:  # Only process 0 writes records: every process follows its decision.
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      missing = np.asarray(multihost_utils.broadcast_one_to_all(missing))
+    hooks = [hook for hook, run_it in zip(hooks, missing) if run_it]
+    if hooks and jax.process_index() == 0:
+      names = ', '.join(getattr(h, 'name', None) or getattr(h, '__name__', None) or type(h).__name__ for h in hooks)
+      print(f'Redoing the step-{step} work the interrupted run did not finish: {names}.', flush=True)
+  for hook in hooks:
+    scalars = hook(run, state, step)
+    if scalars:
+      writer.write(step, scalars)
+
+
+def _duration(seconds: float) -> str:
+  if seconds < 90:
+    return f'{seconds:.0f} s'
+  if seconds < 90 * 60:
+    return f'{seconds / 60:.1f} min'
+  return f'{seconds / 3600:.1f} h'
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None = None,
-                       splits: Any | None = None) -> dict[str, Any]:
+                       splits: Any | None = None, task: tasks.Task | None = None,
+                       hooks: list[Hook] | None = None, allow_config_change: bool = False) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint), evaluates, and returns the summary.
+
+  A run that already finished `config.train.num_epochs` epochs in `workdir` is left as it is: its summary is
+  returned. Resuming with a config that differs from `workdir/config.json` in a field that changes the result is
+  refused (ValueError naming the fields) unless `allow_config_change`; see `check_config_change`.
 
   Args:
     config: the experiment config (see configs/base.py).
     workdir: checkpoints, metrics.jsonl, TensorBoard events, config.json and summary.json go here.
-    model: a Linen module following the models contract; default models.create_model(config.model, ...).
+    model: a Linen module following the models contract; default task.create_model(config, splits).
     splits: a `data.DatasetSplits`; default data.load(config.data).
+    task: what is optimised and reported (`tasks.Task`); default the one `config.task` names.
+    hooks: periodic extras (see `Hook`); default `default_hooks(config)`.
+    allow_config_change: continue the run in `workdir` even where the config differs from its config.json.
 
   Returns:
     The final summary: test/error_d, test/error_n, test/ce_*, test/kl/<layer>, steps, epochs, wall_time_s.
   """
   start_time = time.perf_counter()
-  run = _Run(config, workdir, model=model, splits=splits)
+  validate_config(config, task=task)
+  changed = check_config_change(config, workdir, allow_config_change)
+  finished = _finished_summary(config, workdir)
+  if finished is not None:
+    if jax.process_index() == 0:
+      print(f'The run in {workdir} already finished ({finished["steps"]} steps, {finished["epochs"]:g} epochs); '
+            f'nothing to do. Its summary is {os.path.join(workdir, metrics_lib.SUMMARY_FILE)} (raise '
+            '--config.train.num_epochs to train longer, or use another --workdir).', flush=True)
+      if 'test/error_d' in finished:  # format_summary reads the classification results.
+        print(metrics_lib.format_summary(finished), flush=True)
+    return finished
+  # A start that fails before training (bad data, bad hook settings) leaves no empty workdir behind.
+  created = [d for d in (workdir, os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)) if not os.path.exists(d)]
+  run = None
+  try:
+    run = _Run(config, workdir, model=model, splits=splits, task=task)
+    hooks = default_hooks(config) if hooks is None else hooks
+    for hook in hooks:  # Hooks that depend on the data or the workdir check them before anything compiles.
+      if hasattr(hook, 'prepare'):
+        hook.prepare(run)
+    latest = run.checkpointer.latest_step()
+    if latest is not None and latest > run.total_steps:
+      raise ValueError(f'config.train.num_epochs = {config.train.num_epochs}: the run in {workdir} already has a '
+                       f'checkpoint at step {latest} (epoch {latest / run.steps_per_epoch:g}), past the '
+                       f'{run.total_steps} steps of {config.train.num_epochs} epochs. Use another --workdir, or '
+                       'at least that many epochs.')
+  except BaseException:
+    if run is not None:
+      run.checkpointer.close()
+    _remove_empty_dirs(created)
+    raise
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if changed:
+      previous = os.path.join(workdir, f'config.before_step_{latest or 0}.json')
+      os.replace(path, previous)
+      print(f'Continuing with a changed config (--allow_config_change): {config_diff.describe(changed, limit=20)}. '
+            f'The previous config is kept as {previous}.', flush=True)
+    with open(path, 'w', encoding='utf-8') as f:
       f.write(config.to_json_best_effort(indent=2))
   writer = None
   try:
     state = run.initial_state()
     step = int(jax.device_get(state.step))
     writer = metrics_lib.MetricWriter(workdir, tensorboard=bool(config.logging.tensorboard), resume_step=step)
+    run.writer = writer
     if step and jax.process_index() == 0:
       print(f'Resuming from the checkpoint at step {step} in {run.checkpointer.directory}.', flush=True)
     state = run.parallel.to_device_layout(state)
     progress = metrics_lib.ProgressBar(run.total_steps, run.train_data.batch_size,
                                        enabled=bool(config.logging.progress_bar))
-    progress.start(step)
-    logged_step, logged_time = step, time.perf_counter()
     order_epoch, order = None, None
     pending: list[dict[str, np.ndarray]] = []
-    eval_every = int(config.eval.every_epochs)
+
+    if step == 0:
+      _call_hooks(run, hooks, state, 0, writer)
+    elif step % run.steps_per_epoch == 0:  # Killed during this epoch's hooks? Redo what is missing.
+      _call_hooks(run, hooks, state, step, writer, resumed=True)
+    # Timing notes: the first call compiles the step (reported), the first call of an already compiled chunk
+    # length measures the speed (on CPU, where an epoch can take minutes, extrapolated to an epoch).
+    announce = jax.process_index() == 0
+    compiling, estimating = announce, announce and jax.default_backend() == 'cpu'
+    progress.start(step)
+    logged_step, logged_time = step, time.perf_counter()
     while step < run.total_steps:
       epoch = step // run.steps_per_epoch
       if epoch != order_epoch:
         order_epoch, order = epoch, run.train_data.order(epoch)
       boundary = run.next_boundary(step)
-      state, chunk_metrics = run._chunk_fn(boundary - step)(state, run.train_data.arrays, order)
-      chunk_metrics = run.parallel.first_step_replica(chunk_metrics)
+      compiled = run.chunk_compiled(boundary - step)
+      if compiling:
+        print('compiling the train step…', flush=True)
+      chunk_start = time.perf_counter()
+      state, chunk_metrics = run.run_chunk(state, boundary - step, order)
+      chunk_seconds = time.perf_counter() - chunk_start
+      if compiling:
+        compiling = False
+        print(f'compiled the train step and ran its first {boundary - step} steps in {chunk_seconds:.1f} s.',
+              flush=True)
+      elif estimating and compiled:
+        estimating = False
+        per_epoch = chunk_seconds / (boundary - step) * run.steps_per_epoch
+        print(f'about {_duration(per_epoch)} per epoch on this CPU ({run.steps_per_epoch} steps; measured on '
+              f'{boundary - step} steps).', flush=True)
       _raise_non_finite(chunk_metrics, step, run.checkpointer)
       pending.append(chunk_metrics)
       step = boundary
@@ -408,13 +698,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
         pending = []
       if step % config.train.checkpoint_every_steps == 0 or step == run.total_steps:
         run.save(state)
-      if epoch_end and eval_every and (step // run.steps_per_epoch) % eval_every == 0 and step < run.total_steps:
-        writer.write(step, run.evaluate(state))
+      if epoch_end:
+        _call_hooks(run, hooks, state, step, writer)
     progress.finish()
     if run.checkpointer.latest_step() != step:
       run.save(state)
     summary = run.evaluate(state)
-    writer.write(step, summary)
+    # Resumed after the final evaluation was logged but before summary.json was written: log it once.
+    if not any(k.startswith('test/') for k in writer.logged(step)):
+      writer.write(step, summary)
     summary.update(steps=step, epochs=step / run.steps_per_epoch, wall_time_s=time.perf_counter() - start_time)
     metrics_lib.write_summary(workdir, summary)
     if jax.process_index() == 0:
@@ -427,10 +719,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None = None,
-                        splits: Any | None = None, step: int | None = None) -> dict[str, Any]:
+                        splits: Any | None = None, step: int | None = None,
+                        task: tasks.Task | None = None) -> dict[str, Any]:
   """Evaluates the checkpoint at `step` (default: latest) in `workdir` without training; returns the summary."""
   start_time = time.perf_counter()
-  run = _Run(config, workdir, model=model, splits=splits, read_only=True)
+  run = _Run(config, workdir, model=model, splits=splits, read_only=True, task=task)
   try:
     if run.checkpointer.latest_step() is None:
       raise FileNotFoundError(f'--mode=eval: no checkpoint in {run.checkpointer.directory}; train first.')

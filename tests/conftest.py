@@ -11,21 +11,23 @@ import pathlib
 import shutil
 import tempfile
 
-import jax
 import pytest
 
-# Every training run builds fresh closures, so jit's in-memory cache misses across runs; identical programs (resume,
-# eval, reruns) then come from an on-disk cache instead of being compiled again. The directory is private to this
-# session: a cache shared with earlier runs (other flags, other versions) has crashed XLA:CPU on load.
-_COMPILATION_CACHE = tempfile.mkdtemp(prefix='infodrop_jax_test_cache_')
-jax.config.update('jax_compilation_cache_dir', _COMPILATION_CACHE)
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+# No persistent compilation cache: reloading XLA:CPU executables from it has aborted the process (SIGABRT), once
+# with a cache shared across runs and once within a session, and since the CPU loops run on the host (train.py's
+# `host_loops`) compiling afresh is cheap.
+
+
+# The data cache (infodrop_jax.data.config.CACHE_DIR_ENV) defaults to ~/.cache/infodrop_jax: tests write theirs to a
+# private directory instead, so a test run neither fills nor reads the user's cache. TFDS writes under its data_dir
+# only when it downloads, which tests never do.
+_DATA_CACHE = tempfile.mkdtemp(prefix='infodrop_jax_test_data_cache_')
+os.environ['INFODROP_CACHE_DIR'] = _DATA_CACHE
 
 
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
-  shutil.rmtree(_COMPILATION_CACHE, ignore_errors=True)
+  shutil.rmtree(_DATA_CACHE, ignore_errors=True)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

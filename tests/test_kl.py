@@ -98,3 +98,57 @@ def test_empty_collection_and_bad_n_train():
 def test_helpers_are_jittable():
   out = jax.jit(lambda c: kl.total_kl(c, 10))(_collection())
   assert float(out) == pytest.approx(2.15)
+
+
+# --- batch axis and collection guards -------------------------------------------------------------------------
+
+
+def test_batch_axis_is_explicit():
+  moved = jax.tree.map(lambda m: jnp.moveaxis(m, 0, -1), _collection())  # The batch last in every map.
+  np.testing.assert_allclose(kl.kl_per_example(moved, batch_axis=-1), kl.kl_per_example(_collection()))
+  assert float(kl.total_kl(moved, 50, batch_axis=-1)) == pytest.approx((7.5 + 14.0) / 50)
+  assert kl.kl_per_layer(moved, batch_axis=-1).keys() == {'block_a/noise', 'block_b'}
+
+
+def test_scan_stacked_on_axis_0_is_an_error_not_a_wrong_total():
+  """A scanned layer stacked with variable_axes={'kl': 0} puts its length where the batch should be."""
+  scanned = jnp.ones((3, 2, 4))  # (scan length, batch, units) next to ordinary (batch, units) maps.
+  collection = {'scanned': {'kl_map': (scanned,)}, 'head': {'kl_map': (jnp.ones((2, 5)),)}}
+  for helper in (lambda c: kl.total_kl(c, 10), kl.kl_per_layer, kl.kl_per_example):
+    with pytest.raises(ValueError, match=r"disagree on the batch size.*variable_axes=\{'kl': 1\}"):
+      helper(collection)
+
+
+def test_vmap_over_examples_outside_the_model_is_an_error():
+  layer = layers.InformationDropoutDense(4)
+  x = jnp.ones((3, 5))
+  variables = layer.init(jax.random.key(0), x, deterministic=True)
+
+  def per_example(xi):
+    _, cols = layer.apply(variables, xi, deterministic=True, mutable=['kl'])
+    return kl.total_kl(cols['kl'], 10)
+
+  with pytest.raises(ValueError, match='vmap outside the model'):
+    jax.vmap(per_example)(x)
+
+
+def test_empty_collection_can_be_refused():
+  for empty in (None, {}):
+    with pytest.raises(ValueError, match=r"collection is empty.*mutable=\['kl'\]"):
+      kl.total_kl(empty, 10, allow_empty=False)
+    with pytest.raises(ValueError, match='kl_per_layer'):
+      kl.kl_per_layer(empty, allow_empty=False)
+  assert float(kl.total_kl(_collection(), 50, allow_empty=False)) == pytest.approx(0.43)
+
+
+def test_forgetting_mutable_kl_warns_when_the_noise_is_on():
+  layer = layers.InformationDropoutDense(4)
+  x = jnp.ones((2, 5))
+  variables = layer.init(jax.random.key(0), x, deterministic=True)
+  with pytest.warns(layers.KLNotCollectedWarning, match=r"noise on.*mutable=\['kl'\]"):
+    layer.apply(variables, x, deterministic=False, rngs={'noise': jax.random.key(1)})
+  import warnings  # pylint: disable=import-outside-toplevel
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    layer.apply(variables, x, deterministic=True)  # Inference: no KL needed.
+    layer.apply(variables, x, deterministic=False, rngs={'noise': jax.random.key(1)}, mutable=['kl'])

@@ -291,3 +291,41 @@ def test_default_prior_follows_activation():
   x = jnp.ones((2, 3))
   params = layers.InformationDropoutDense(2, activation='softplus').init(KEY, x, deterministic=True)['params']
   assert set(params['noise']) == {'prior_mu', 'prior_log_sigma'}
+
+
+# --- accepted argument forms ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('kernel_size,strides', [(3, 2), ((3, 3), 2), (3, (2, 2))])
+def test_conv_accepts_int_kernel_size_and_strides(kernel_size, strides):
+  x = jax.random.normal(KEY, (2, 8, 8, 3))
+  as_tuples = layers.InformationDropoutConv(4, kernel_size=(3, 3), strides=(2, 2))
+  layer = layers.InformationDropoutConv(4, kernel_size=kernel_size, strides=strides)
+  variables = layer.init({'params': KEY, 'noise': KEY}, x, deterministic=True)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, as_tuples.init(KEY, x, deterministic=True))
+  np.testing.assert_array_equal(layer.apply(variables, x, deterministic=True),
+                                as_tuples.apply(variables, x, deterministic=True))
+  assert layer.apply(variables, x, deterministic=True).shape == (2, 4, 4, 4)
+
+
+def test_conv_int_kernel_follows_the_input_rank():
+  x = jax.random.normal(KEY, (2, 8, 3))  # One spatial axis.
+  variables = layers.InformationDropoutConv(4, kernel_size=3, strides=2).init(KEY, x, deterministic=True)
+  assert variables['params']['signal']['kernel'].shape == (3, 3, 4)
+
+
+@pytest.mark.parametrize('bad', ['3', 2.5, (3, '3'), (), True])
+def test_conv_rejects_non_integer_sizes(bad):
+  with pytest.raises(TypeError, match='kernel_size must be an int or a sequence of ints'):
+    layers.InformationDropoutConv(4, kernel_size=bad)
+
+
+@pytest.mark.parametrize('layer_cls,shape', [(layers.InformationDropoutDense, (2, 5)),
+                                             (layers.InformationDropoutConv, (2, 8, 8, 3))])
+def test_method_none_needs_no_deterministic_flag(layer_cls, shape):
+  x = jax.random.normal(KEY, shape)
+  layer = layer_cls(4, method='none')
+  variables = layer.init(KEY, x)
+  np.testing.assert_array_equal(layer.apply(variables, x), layer.apply(variables, x, deterministic=False))
+  with pytest.raises(ValueError, match='deterministic'):  # The noisy methods still need it.
+    layer_cls(4).init({'params': KEY, 'noise': KEY}, x)

@@ -3,7 +3,8 @@
 An entry is one uncompressed `.npz` named by a digest of everything its content depends on: what it is, the
 identity of its inputs (file path + size + mtime, or a content fingerprint of input arrays), its parameters and
 CODE_VERSION. Entries are written to a temporary file and renamed into place, so a crashed or concurrent writer
-never leaves a partial entry behind.
+never leaves a partial entry behind; an entry damaged later (a full disk, a copy cut short) is detected when read and
+rebuilt.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import os
 import pathlib
 import tempfile
 from typing import Any, Callable, Mapping
+import warnings
+import zipfile
 
 from absl import logging
 import ml_collections
@@ -60,9 +63,20 @@ def cached_arrays(directory: pathlib.Path, kind: str, parts: Mapping[str, Any],
   """Returns the cached arrays for (kind, parts), building and storing them on a miss."""
   path = entry_path(directory, kind, parts)
   if path.exists():
-    logging.info('Data cache hit: %s', path)
-    with np.load(path, allow_pickle=False) as entry:
-      return {name: entry[name] for name in entry.files}
+    try:
+      with np.load(path, allow_pickle=False) as entry:
+        arrays = {name: entry[name] for name in entry.files}
+      if not arrays:
+        raise ValueError('the entry holds no arrays')
+      logging.info('Data cache hit: %s', path)
+      return arrays
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+      # Only a damaged file gets here (entries are renamed into place whole): e.g. a disk that filled up, or a copy
+      # of the cache cut short. The entry is derived data, so it is rebuilt rather than trusted or reported.
+      message = (f'Data cache entry {path} is corrupt ({type(err).__name__}: {err}); deleting and rebuilding it.')
+      warnings.warn(message, RuntimeWarning, stacklevel=2)
+      logging.warning(message)
+      path.unlink(missing_ok=True)
   arrays = dict(build())
   directory.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=directory, prefix=path.stem, suffix='.tmp', delete=False) as f:

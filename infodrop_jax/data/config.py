@@ -3,18 +3,23 @@
 Environment variables:
   INFODROP_DATA_DIR: root holding original files as `<root>/<dataset>/...` (MNIST-like IDX `.gz`,
     CIFAR-10 tarballs) and, optionally, a prepared TFDS data_dir at `<root>/tfds`. Default: `../shared/data`
-    beside the repository checkout, when it exists.
+    beside the repository checkout, when it exists. `download=True` fetches the original files into
+    `$INFODROP_DATA_DIR/<dataset>/`, or `<cache dir>/data/<dataset>/` when it is not set (`data.download`).
   INFODROP_CACHE_DIR: where decoded, generated and preprocessed arrays are cached.
     Default: `~/.cache/infodrop_jax`.
+  INFODROP_DOWNLOAD_URL: base URL(s), comma-separated, holding `<dataset>/<file>`, used by `download=True` instead
+    of the datasets' canonical mirrors.
   TFDS_DATA_DIR: TFDS's own data_dir, used when `config.data_dir` is empty.
 """
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'cluttered_mnist', 'occluded_cifar10')
 SOURCES = ('auto', 'tfds', 'idx', 'cifar_archive', 'image_folder', 'npz')
@@ -86,7 +91,10 @@ def get_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   config.preprocess = _DEFAULT_PREPROCESS[name]
   config.cache_dir = ''  # '' = $INFODROP_CACHE_DIR or ~/.cache/infodrop_jax.
   config.seed = 0  # Generated datasets, holdout split and 'binarize_sample'.
-  config.download = False  # Let TFDS download (and prepare) when nothing is found offline.
+  # When nothing is found offline: True fetches the original files (IDX .gz, cifar-10-python.tar.gz; checksums
+  # verified, no TensorFlow) into the data root (`data.download`); with source='tfds' or an explicit data_dir, TFDS
+  # downloads and prepares its data_dir instead.
+  config.download = False
   # Examples held out of the training split as the valid split (deterministic, seeded); 0 = no valid split.
   # Cluttered MNIST builds its valid split from the last `valid_size` MNIST training digits, as DeepMind's
   # generator does (50k/10k/10k).
@@ -130,6 +138,15 @@ def _apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any
       config[key] = value
 
 
+def _is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+  return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+          and math.isfinite(value))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first invalid field of a data config."""
   def check(cond: bool, field: str, expected: str) -> None:
@@ -139,9 +156,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config.name in DATASETS, 'name', f'one of {DATASETS}')
   check(config.source in SOURCES, 'source', f'one of {SOURCES}')
   check(config.preprocess in PREPROCESSINGS, 'preprocess', f'one of {PREPROCESSINGS}')
-  check(int(config.valid_size) >= 0, 'valid_size', 'a non-negative int')
-  check(int(config.limit) >= 0, 'limit', 'a non-negative int (0 = all)')
-  check(float(config.zca_epsilon) >= 0, 'zca_epsilon', 'a non-negative float')
+  check(_is_int(config.valid_size) and config.valid_size >= 0, 'valid_size', 'a non-negative int')
+  check(_is_int(config.limit) and config.limit >= 0, 'limit', 'a non-negative int (0 = all)')
+  check(_is_real(config.zca_epsilon) and config.zca_epsilon >= 0, 'zca_epsilon', 'a finite float >= 0')
+  # Fields a config saved by an older version may lack are checked where present.
+  if 'seed' in config:
+    check(_is_int(config.seed) and 0 <= config.seed < 2**32, 'seed', 'an int in [0, 2**32)')
+  if 'gcn_min_std' in config:
+    check(_is_real(config.gcn_min_std) and config.gcn_min_std > 0, 'gcn_min_std',
+          'a finite float > 0 (a per-image std below it is replaced by 1)')
+  for field in ('download', 'verify_counts'):
+    if field in config:
+      check(isinstance(config[field], bool), field, 'True or False')
+  for field in ('path', 'data_dir', 'cache_dir'):
+    if field in config:
+      check(isinstance(config[field], str), field, "a path, or '' for the default")
   if config.name in ('cifar10', 'occluded_cifar10'):
     check(config.source != 'idx', 'source', f'not "idx" for {config.name}')
   if config.name in ('mnist', 'fashion_mnist', 'cluttered_mnist'):

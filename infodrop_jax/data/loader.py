@@ -30,8 +30,13 @@ def holdout(splits: dict[str, Split], valid_size: int, seed: int) -> dict[str, S
 def _occluder_config(data_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The MNIST config of Occluded CIFAR-10's occluders: their own source, everything else shared."""
   occluder = data_config.occluded.occluder
+  data_dir = occluder.data_dir
+  # The top-level data_dir was set for CIFAR-10; the occluders share it only where it holds MNIST too, since a
+  # data_dir set explicitly must hold the dataset.
+  if not data_dir and data_config.data_dir and sources.tfds_prepared('mnist', data_config.data_dir):
+    data_dir = data_config.data_dir
   return config_lib.get_config(
-      'mnist', source=occluder.source, path=occluder.path, data_dir=occluder.data_dir or data_config.data_dir,
+      'mnist', source=occluder.source, path=occluder.path, data_dir=data_dir,
       cache_dir=data_config.cache_dir, download=data_config.download, limit=data_config.limit,
       verify_counts=data_config.verify_counts)
 

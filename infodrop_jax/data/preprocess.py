@@ -58,7 +58,7 @@ def binarize_stochastic(images: jax.Array, key: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# CIFAR: global contrast normalisation and ZCA whitening (O's process_cifar.py, see REFERENCE.md).
+# CIFAR: global contrast normalisation and ZCA whitening, as the original's process_cifar.py (docs/ORIGINALS.md).
 
 
 def global_contrast_normalize(images: np.ndarray, min_std: float = 1e-8) -> np.ndarray:

@@ -20,8 +20,13 @@ import io
 import os
 import pathlib
 import pickle
+import socket
 import tarfile
+import threading
 from typing import Callable
+import urllib.parse
+import urllib.request
+import zlib
 
 from absl import logging
 import ml_collections
@@ -29,6 +34,7 @@ import numpy as np
 
 from infodrop_jax.data import cache
 from infodrop_jax.data import config as config_lib
+from infodrop_jax.data import download
 from infodrop_jax.data.splits import Split
 
 SPLITS = ('train', 'test')
@@ -79,8 +85,12 @@ def read_idx_file(path: str | os.PathLike[str]) -> np.ndarray:
   """Reads one IDX file (gzip-compressed or not) of unsigned bytes."""
   path = pathlib.Path(path)
   opener = gzip.open if path.suffix == '.gz' else open
-  with opener(path, 'rb') as f:
-    data = f.read()
+  try:
+    with opener(path, 'rb') as f:
+      data = f.read()
+  except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+    raise ValueError(f'{path}: corrupt or truncated gzip file ({type(err).__name__}: {err}). Replace it with a fresh '
+                     'copy of the original download (or its uncompressed IDX file, without .gz).') from err
   if len(data) < 4 or data[:2] != b'\0\0' or data[2] != 0x08:
     raise ValueError(f'{path}: not an IDX file of unsigned bytes (magic {data[:4].hex()}, expected 000008nn).')
   ndim = data[3]
@@ -262,6 +272,11 @@ def _tfds_builder(name: str, data_dir: str | None):
   return tfds.builder(name, data_dir=data_dir)
 
 
+def tfds_prepared(name: str, data_dir: str | None) -> bool:
+  """Whether TFDS `data_dir` holds a prepared copy of `name`."""
+  return bool(_tfds_builder(name, data_dir).is_prepared())
+
+
 def read_tfds(name: str, data_dir: str | None = None, download: bool = False, limit: int = 0
               ) -> dict[str, Split]:
   """Reads splits train and test with `tfds.data_source` (array_record; works without TensorFlow).
@@ -274,6 +289,8 @@ def read_tfds(name: str, data_dir: str | None = None, download: bool = False, li
     limit: read only this many evenly spaced examples per split (0 = all).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if download and not _tfds_builder(name, data_dir).is_prepared():
+    check_download_possible(name)
   splits = {}
   for split in SPLITS:
     try:
@@ -283,12 +300,65 @@ def read_tfds(name: str, data_dir: str | None = None, download: bool = False, li
       raise FileNotFoundError(
           f'TFDS could not open a prepared {name!r} (split {split!r}) in data_dir '
           f'{_tfds_builder(name, data_dir).data_path} with download={download}: {err}.{hint}') from err
-    # One example at a time: `__getitems__` is faster but tfds.testing.mock_data does not support it.
-    examples = [source[int(i)] for i in evenly_spaced(len(source), limit)]
+    try:
+      # One example at a time: `__getitems__` is faster but tfds.testing.mock_data does not support it.
+      examples = [source[int(i)] for i in evenly_spaced(len(source), limit)]
+    except (RuntimeError, ValueError, OSError, EOFError) as err:
+      data_path = pathlib.Path(str(_tfds_builder(name, data_dir).data_path))
+      shards = sorted(str(p) for p in data_path.glob(f'{name}-{split}.*')) or [str(data_path)]
+      raise ValueError(
+          f'TFDS {name!r} split {split!r} in {data_path} cannot be read ({type(err).__name__}: {err}); its shard '
+          f'files {shards} are truncated or corrupt. Prepare the data_dir again (delete {data_path}, then '
+          f'`tfds build {name} --data_dir=DIR` or copy an intact one), or read the original files with '
+          'config.data.source/path.') from err
     images = np.stack([np.asarray(e['image'], np.uint8) for e in examples])
     labels = np.array([int(e['label']) for e in examples], np.int32)
     splits[split] = Split(images, labels)
   return splits
+
+
+# Where a TFDS download goes first: TFDS fetches MNIST, Fashion-MNIST and CIFAR-10 from these hosts.
+DOWNLOAD_CHECK_HOSTS = (('storage.googleapis.com', 443),)
+DOWNLOAD_CHECK_TIMEOUT_S = 5.0
+
+
+def _reachable(host: str, port: int, timeout: float) -> bool:
+  """Whether a TCP connection to host:port opens within `timeout` seconds (name lookup included)."""
+  result = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      result.append(True)
+    except OSError:
+      result.append(False)
+
+  # getaddrinfo ignores socket timeouts; a thread bounds the name lookup too.
+  thread = threading.Thread(target=connect, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(result and result[0])
+
+
+def check_download_possible(name: str) -> None:
+  """Raises ConnectionError quickly when a TFDS download of `name` cannot reach the network.
+
+  Without this TFDS retries for minutes before failing with a traceback. Behind an HTTPS proxy the proxy is checked.
+  """
+  proxy = urllib.request.getproxies().get('https')
+  if proxy:
+    parsed = urllib.parse.urlsplit(proxy if '://' in proxy else f'http://{proxy}')
+    targets = ((parsed.hostname, parsed.port or 80),)
+  else:
+    targets = DOWNLOAD_CHECK_HOSTS
+  if any(_reachable(host, port, DOWNLOAD_CHECK_TIMEOUT_S) for host, port in targets):
+    return
+  where = ', '.join(f'{host}:{port}' for host, port in targets)
+  raise ConnectionError(
+      f'config.data.download=True, but {name!r} is not prepared and the download servers cannot be reached '
+      f'({where}, {DOWNLOAD_CHECK_TIMEOUT_S:g} s timeout): no network access? Either run where there is network '
+      f'access, or provide the data offline (a prepared TFDS data_dir via config.data.data_dir, or the original files '
+      f'via config.data.path) and set config.data.download=False.')
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,8 +390,21 @@ def verify(name: str, splits: dict[str, Split], where: str, check_counts: bool) 
 
 
 def _default_original_location(name: str) -> pathlib.Path | None:
+  for location in _original_locations(name):
+    if location.exists():
+      return location
   root = config_lib.default_data_root()
   return root / name if root is not None else None
+
+
+def _original_locations(name: str) -> list[pathlib.Path]:
+  """Where original files are looked for by default: the data root, then where `download` puts them."""
+  root = config_lib.default_data_root()
+  locations = [root / name] if root is not None else []
+  downloaded = download.download_root() / name
+  if downloaded not in locations:
+    locations.append(downloaded)
+  return locations
 
 
 def _detect_source(name: str, path: pathlib.Path) -> str | None:
@@ -370,6 +453,21 @@ def _read_tfds_cached(name: str, data_dir: str | None, data_config: ml_collectio
                              {'identity': cache.file_identity(data_path), 'limit': data_config.limit}, read)
 
 
+def _explicit_path_error(name: str, path: pathlib.Path) -> FileNotFoundError:
+  spec = SPECS[name]
+  if not path.exists():
+    found = 'it does not exist'
+  elif path.is_dir():
+    entries = sorted(p.name for p in path.iterdir())
+    found = f'it holds {entries[:10]}{" ..." if len(entries) > 10 else ""}'
+  else:
+    found = 'it is a file of no recognised format'
+  return FileNotFoundError(
+      f'config.data.path = {str(path)!r} does not hold {name!r}: {found}. Expected {spec.original_files}, or a '
+      f'.npz with x_train/y_train/x_test/y_test, or an image folder (<split>/<class>/<image>, directory or tar). '
+      "Fix the path, or set config.data.path='' to search the default locations.")
+
+
 def _not_found(name: str, tried: list[str]) -> FileNotFoundError:
   spec = SPECS[name]
   lines = '\n'.join(f'  - {t}' for t in tried)
@@ -380,7 +478,9 @@ def _not_found(name: str, tried: list[str]) -> FileNotFoundError:
       f'`tfds build {name} --data_dir=DIR` (or load with config.data.download=True), copy DIR here and set '
       f'config.data.data_dir=DIR or $TFDS_DATA_DIR;\n'
       f'  2. the original files ({spec.original_files}): set config.data.path to them, or put them under '
-      f'${config_lib.DATA_DIR_ENV}/{name}/.')
+      f'${config_lib.DATA_DIR_ENV}/{name}/;\n'
+      f'  3. on a machine with network access, set config.data.download=True to fetch the original files (checked '
+      f'against their published checksums, no TensorFlow needed) into {download.download_root() / name}.')
 
 
 def _tfds_data_dirs(data_config: ml_collections.ConfigDict) -> list[str | None]:
@@ -425,23 +525,39 @@ def _candidates(data_config: ml_collections.ConfigDict, name: str
     return [(f'{source} at {path or "(no path: set config.data.path)"}{"" if exists else " (does not exist)"}',
              _file_reader(source if exists else None, name, path, data_config))]
 
+  # What the user set explicitly must hold the data: silently reading another copy from elsewhere would train on
+  # data they did not ask for.
   candidates = []
   if path is not None:
     detected = _detect_source(name, path)
-    candidates.append((f'config.data.path {path} ({detected or "no recognisable dataset files"})',
-                       _file_reader(detected, name, path, data_config)))
-  candidates.append(_tfds_candidate(name, tfds_dirs[0], data_config))
-  default = _default_original_location(name)
-  if default is not None:
-    detected = _detect_source(name, default)
+    if detected is None:
+      raise _explicit_path_error(name, path)
+    candidates.append((f'config.data.path {path} ({detected})', _file_reader(detected, name, path, data_config)))
+  where, read = _tfds_candidate(name, tfds_dirs[0], data_config)
+  if read is None and data_config.data_dir and not data_config.download:
+    def read(data_dir=tfds_dirs[0]):
+      raise FileNotFoundError(
+          f'config.data.data_dir = {data_dir!r} holds no prepared TFDS {name!r} (looked for '
+          f'{_tfds_builder(name, data_dir).data_path}). Point it at the TFDS data_dir that holds {name} (the '
+          f'directory above `{name}/<version>/`), set config.data.download=True to prepare it there, or set '
+          "config.data.data_dir='' to search the default locations.")
+  candidates.append((where, read))
+  for location in _original_locations(name):
+    detected = _detect_source(name, location)
     detected = detected if detected in ('idx', 'cifar_archive') else None
-    candidates.append((f'original files in {default} ({"found" if detected else "not found"})',
-                       _file_reader(detected, name, default, data_config)))
+    candidates.append((f'original files in {location} ({"found" if detected else "not found"})',
+                       _file_reader(detected, name, location, data_config)))
   candidates.extend(_tfds_candidate(name, data_dir, data_config) for data_dir in tfds_dirs[1:])
-  if data_config.download:
+  target = download.download_root() / name
+  if data_config.download and data_config.data_dir:  # An explicit data_dir: TFDS downloads and prepares it there.
     candidates.append(('TFDS download', lambda: read_tfds(name, tfds_dirs[0], True, data_config.limit)))
+  elif data_config.download:
+    def fetch_and_read():
+      directory = download.fetch(name, target)
+      return _read_file_source(_detect_source(name, directory), name, directory, data_config)
+    candidates.append((f'download of the original files into {target}', fetch_and_read))
   else:
-    candidates.append(('TFDS download (off: config.data.download=False)', None))
+    candidates.append((f'download of the original files into {target} (off: config.data.download=False)', None))
   return candidates
 
 
@@ -450,14 +566,18 @@ def read_base(data_config: ml_collections.ConfigDict, name: str) -> tuple[dict[s
 
   `source='auto'` tries, in order: `path` (if set), the TFDS data_dir (`data_dir`, else $TFDS_DATA_DIR or TFDS's
   default), the original files under `$INFODROP_DATA_DIR/<name>` (default `../shared/data/<name>`), a TFDS
-  data_dir at `$INFODROP_DATA_DIR/tfds`, and finally a TFDS download when `download` is True. The CIFAR-10 JPEG
-  proxy is lossy and is only read when asked for (`source='image_folder'`).
+  data_dir at `$INFODROP_DATA_DIR/tfds`, and finally a TFDS download when `download` is True. A `path` or `data_dir`
+  set in the config must hold the dataset (a `data_dir` may instead be prepared by a download): otherwise it is an
+  error, not a reason to read another copy. The CIFAR-10 JPEG proxy is lossy and is only read when asked for
+  (`source='image_folder'`).
 
   Returns:
     The splits and a description of where they came from.
   Raises:
-    FileNotFoundError: nothing found; the message lists every place tried and how to provide the data.
-    ValueError: the data found is not a correct copy of `name`.
+    FileNotFoundError: nothing found, or `path`/`data_dir` set but without the data; the message lists where it
+      looked and how to provide the data.
+    ValueError: the data found is not a correct copy of `name`, or its files are corrupt.
+    ConnectionError: `download` is needed but the download servers cannot be reached.
   """
   candidates = _candidates(data_config, name)
   for where, read in candidates:
