@@ -1,0 +1,197 @@
+"""Information-plane capture during training, the MLP's noisy_layers option, the plots and the config checks."""
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import train_helpers
+from infodrop_jax import checkpoint as checkpoint_lib
+from infodrop_jax import information_plane
+from infodrop_jax import models
+from infodrop_jax import optim
+from infodrop_jax import parallel as parallel_lib
+from infodrop_jax import train
+
+STEPS_PER_EPOCH = 6  # 96 generated training examples, batch 16.
+
+
+def _config(enabled=True, **ip_overrides):
+  """3 epochs of an MLP 64-16-8-3 with information dropout on hidden layer 2 only; capture every 2 epochs."""
+  config = train_helpers.tiny_config(num_epochs=3, keep_checkpoints=10)
+  config.model.hidden_sizes = (16, 8)
+  config.model.noisy_layers = (2,)
+  config.logging.tensorboard = False
+  config.information_plane.update(enabled=enabled, every_epochs=2, num_examples=32)
+  config.information_plane.update(ip_overrides)
+  return config
+
+
+def _train(workdir, config):
+  return train.train_and_evaluate(config, str(workdir), splits=train_helpers.tiny_splits())
+
+
+def _params(workdir, config):
+  model = models.create_model(config.model, 3)
+  template = train.create_train_state(model, optim.create_optimizer(config.optim, STEPS_PER_EPOCH)[0],
+                                      np.zeros((1, 8, 8, 1), np.float32), train._root_keys(config.seed),
+                                      parallel_lib.Parallel.create('jit'))
+  checkpointer = checkpoint_lib.Checkpointer(str(workdir), max_to_keep=100, read_only=True)
+  state = checkpointer.restore(template)
+  checkpointer.close()
+  return parallel_lib.first_replica_to_host(state.params)
+
+
+def _records(workdir):
+  return [json.loads(line) for line in open(workdir / information_plane.RECORDS_FILE, encoding='utf-8')]
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """The same 3-epoch run with the capture off and on."""
+  off, on = tmp_path_factory.mktemp('off'), tmp_path_factory.mktemp('on')
+  _train(off, _config(enabled=False))
+  _train(on, _config())
+  return off, on
+
+
+def test_capture_leaves_training_unchanged_and_writes_records_at_the_right_epochs(runs):
+  off, on = runs
+  assert not (off / information_plane.RECORDS_FILE).exists()
+  for a, b in zip(jax.tree.leaves(_params(off, _config())), jax.tree.leaves(_params(on, _config()))):
+    np.testing.assert_array_equal(a, b)
+  records = _records(on)
+  # Step 0, every 2 epochs, and the last step (epoch 3).
+  assert [r['step'] for r in records] == [0, 2 * STEPS_PER_EPOCH, 3 * STEPS_PER_EPOCH]
+  assert [r['epoch'] for r in records] == [0.0, 2.0, 3.0]
+  for r in records:
+    assert (r['method'], r['num_examples'], r['beta']) == ('information', 32, 1.0)
+    for split in information_plane.SPLITS:
+      assert list(r[split]['layers']) == ['hidden2']  # Only the noisy layer.
+      layer = r[split]['layers']['hidden2']
+      assert layer['noise'] == 'lognormal' and layer['units'] == 8
+      assert 0 <= layer['ixz'] <= r['log_m'] + 1e-4 and layer['kl'] > 0
+      assert layer['izy'] <= r[split]['h_y'] + 1e-4
+      assert r[split]['izy_ce_n'] == pytest.approx(r[split]['h_y'] - r[split]['ce_n'])
+  # The headline numbers also go to metrics.jsonl (and TensorBoard).
+  metrics = [json.loads(line) for line in open(on / 'metrics.jsonl', encoding='utf-8')]
+  assert [m['step'] for m in metrics if 'info_plane/train/hidden2/ixz' in m] == [0, 12, 18]
+
+
+def test_resume_drops_records_past_the_checkpoint_and_duplicates_none(runs, tmp_path):
+  _, on = runs
+  resumed = tmp_path / 'resumed'
+  shutil.copytree(on / 'checkpoints' / '9', resumed / 'checkpoints' / '9')
+  # The crashed run had captured past the checkpoint (steps 12, 18) and was killed writing a line.
+  with open(resumed / information_plane.RECORDS_FILE, 'w', encoding='utf-8') as f:
+    f.writelines(open(on / information_plane.RECORDS_FILE, encoding='utf-8').readlines())
+    f.write('{"step": 18, "epoch": 3.0, "tr')
+  with pytest.warns(RuntimeWarning, match='dropping the torn last line'):
+    _train(resumed, _config())
+  got, expected = _records(resumed), _records(on)
+  assert [r['step'] for r in got] == [0, 12, 18]
+  for a, b in zip(got, expected):  # The hook's own keys: the recomputed records are the same.
+    assert a['train']['layers'] == b['train']['layers'] and a['test']['izy_ce_n'] == b['test']['izy_ce_n']
+
+
+def test_noisy_layers_chooses_which_layers_sow_kl():
+  x = jnp.ones((4, 8, 8, 1))
+
+  def kl_layers(**overrides):
+    model = models.create_model(ml_collections.ConfigDict({**_config().model.to_dict(), **overrides}), 3)
+    variables = model.init({'params': jax.random.PRNGKey(0), 'noise': jax.random.PRNGKey(1)}, x, deterministic=False)
+    _, cols = model.apply(variables, x, deterministic=False, rngs={'noise': jax.random.PRNGKey(2)}, mutable=['kl'])
+    return sorted(cols['kl']), sorted(variables['params'])
+
+  assert kl_layers() == (['hidden2'], ['hidden1', 'hidden2', 'logits'])
+  assert kl_layers(noisy_layers=())[0] == ['hidden1', 'hidden2']  # () = every hidden layer, the old default.
+  assert kl_layers(noisy_layers=(1,))[0] == ['hidden1']
+  for bad in ((3,), (0,), (1, 1), 2, ('1',)):
+    with pytest.raises(ValueError, match=r'config\.model\.noisy_layers'):
+      kl_layers(noisy_layers=bad)
+  config = _config().model
+  config.name = 'all_cnn_32'
+  with pytest.raises(ValueError, match=r"config\.model\.noisy_layers=\(2,\) applies to model 'mlp' only"):
+    models.create_model(config, 3)
+
+
+def test_plots_and_analysis_write_their_files(runs, tmp_path):
+  _, on = runs
+  records = information_plane.load_records(str(on))
+  path = information_plane.plot_information_plane(records, str(tmp_path / 'plane.png'))
+  assert os.path.getsize(path) > 1000
+  gaussian = [dict(r, method='gaussian') for r in records]
+  path = information_plane.plot_method_overlay({'information': records, 'gaussian': gaussian},
+                                               str(tmp_path / 'overlay.png'))
+  assert os.path.getsize(path) > 1000
+  summary = information_plane.analyze_information_plane(str(on), str(tmp_path / 'analysis'))
+  assert os.path.getsize(tmp_path / 'analysis' / 'information_plane.png') > 1000
+  arrays = np.load(tmp_path / 'analysis' / 'information_plane.npz')
+  np.testing.assert_array_equal(arrays['step'], [0, 12, 18])
+  assert arrays['train/hidden2/ixz'].shape == (3,) and np.isfinite(arrays['train/hidden2/ixz']).all()
+  layer = summary['splits']['train']['layers']['hidden2']
+  assert layer['final_ixz'] == pytest.approx(records[-1]['train']['layers']['hidden2']['ixz'])
+  assert layer['compression'] >= 0 and summary['records'] == 3
+  json.dumps(summary)  # analysis.json-ready.
+
+
+def test_binary_dropout_is_recorded_as_null_with_the_reason(tmp_path):
+  config = _config()
+  config.model.dropout = 'binary'
+  run = train._Run(config, str(tmp_path), model=None, splits=train_helpers.tiny_splits())
+  hook = information_plane.capture_hook(config)
+  hook.prepare(run)
+  scalars = hook(run, run.initial_state(), 0)
+  run.checkpointer.close()
+  layer = _records(tmp_path)[0]['train']['layers']['hidden2']
+  assert layer['ixz'] is None and layer['izy'] is None and 'infinite' in layer['reason']
+  assert not any('hidden2/ixz' in k for k in scalars) and 'info_plane/train/izy_ce_n' in scalars
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('every_epochs', 0, r'config\.information_plane\.every_epochs = 0: expected a positive int'),
+    ('num_noise_samples', -1, r'config\.information_plane\.num_noise_samples = -1: expected a positive int'),
+    ('num_examples', 41, r'config\.information_plane\.num_examples = 41: expected at most the size of the test '
+                         r'split \(40 examples\)')])
+def test_bad_config_is_reported_before_training(tmp_path, field, value, message):
+  config = _config(**{field: value})
+  with pytest.raises(ValueError, match=message):
+    _train(tmp_path, config)
+  assert not os.listdir(tmp_path / 'checkpoints') if (tmp_path / 'checkpoints').exists() else True
+  assert not (tmp_path / information_plane.RECORDS_FILE).exists()
+
+
+@pytest.mark.parametrize('variant', ['', 'gaussian', 'cpu', 'cpu_gaussian', 'smoke', 'smoke_gaussian'])
+def test_mnist_ip_config_variants_validate(variant):
+  from configs import mnist_ip  # pylint: disable=g-import-not-at-top
+  config = mnist_ip.get_config(variant)
+  train.validate_config(config, num_devices=1)
+  information_plane.validate_config(config)
+  assert tuple(config.model.noisy_layers) == (3,) and len(config.model.hidden_sizes) == 3
+  if not variant.startswith('smoke'):  # The smoke variant shrinks the widths.
+    assert tuple(config.model.hidden_sizes) == (512, 128, 32)
+  assert config.model.dropout == ('gaussian' if variant.endswith('gaussian') else 'information')
+  assert config.information_plane.enabled and config.optim.decay_epochs == config.train.num_epochs
+  assert (config.optim.name, config.optim.schedule, config.loss.beta) == ('sgd_momentum', 'cosine', 3.0)
+
+
+def test_cosine_schedule_and_plain_momentum_sgd():
+  from configs import mnist_ip  # pylint: disable=g-import-not-at-top
+  config = mnist_ip.get_config('cpu').optim
+  schedule = optim.create_schedule(config, 10)
+  total = 10 * config.decay_epochs
+  assert [float(schedule(s)) for s in (0, total // 2, total)] == pytest.approx([0.1, 0.05, 0.0], abs=1e-7)
+  tx, _ = optim.create_optimizer(config, 10)
+  params = {'w': jnp.ones(2)}
+  updates, state = tx.update({'w': jnp.ones(2)}, tx.init(params), params)
+  np.testing.assert_allclose(updates['w'], -0.1)  # Heavy ball: the first step is plain SGD (Nesterov would be 0.19).
+  for field, value, message in (('schedule', 'step', r"config\.optim\.schedule = 'step'"),
+                                ('decay_epochs', 0, r'config\.optim\.decay_epochs = 0')):
+    bad = ml_collections.ConfigDict(config.to_dict())
+    bad[field] = value
+    with pytest.raises(ValueError, match=message):
+      optim.create_schedule(bad, 10)
