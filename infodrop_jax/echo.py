@@ -25,6 +25,11 @@ _FLOAT32_EPS = 2.0**-23
 # The clip factor the original echo_loss uses for d_max = 100.
 PAPER_CLIP_FACTOR = 0.8359
 
+# Echo terms by default: all the *other* examples of the paper's batch of 100. The original asks for d_max = 100
+# but, sampling without replacement and excluding the example itself, silently uses only the 99 others; we make
+# the 99 explicit so that the default works at batch 100 and the clip factor matches the terms actually summed.
+DEFAULT_D_MAX = 99
+
 
 def default_clip_factor(d_max: int, f_bound: float = 1.0) -> float:
   """Largest r in (0, 1) with f_bound · r^d_max / (1 − r) ≤ 2^−23 (0.8373 for d_max = 100, f_bound = 1)."""
@@ -42,16 +47,22 @@ def default_clip_factor(d_max: int, f_bound: float = 1.0) -> float:
   return lo
 
 
+def max_d_max(batch_size: int) -> int:
+  """The most echo terms a batch allows without replacement: the batch_size − 1 *other* examples."""
+  return batch_size - 1
+
+
 def _check_echo_args(batch_size: int, d_max: int, replace: bool) -> None:
   if d_max < 1:
     raise ValueError(f'd_max must be a positive number of echo terms, got {d_max!r}.')
   if batch_size < 2:
     raise ValueError(f'echo noise needs a batch of at least 2 examples (it is built from the others), got '
                      f'{batch_size}.')
-  if not replace and d_max >= batch_size:
+  if not replace and d_max > max_d_max(batch_size):
     raise ValueError(
         f'd_max={d_max} must be smaller than the batch size ({batch_size}) when sampling without replacement: each '
-        f'example draws d_max *other* examples. Lower d_max, raise the batch size, or pass replace=True.')
+        f'example draws d_max *other* examples, at most batch − 1 = {max_d_max(batch_size)}. Lower d_max, raise '
+        f'the batch size, or pass replace=True.')
 
 
 def _other_indices(key: Array, batch_size: int, d_max: int, replace: bool) -> Array:
@@ -71,7 +82,7 @@ def log_scale(log_s: Array, clip_factor: float) -> Array:
   return jnp.log(clip_factor) + jnp.asarray(log_s, jnp.float32)
 
 
-def echo_sample(key: Array, f: Array, log_s: Array, d_max: int = 100, clip_factor: float | None = None,
+def echo_sample(key: Array, f: Array, log_s: Array, d_max: int = DEFAULT_D_MAX, clip_factor: float | None = None,
                 replace: bool = False) -> Array:
   """Draws z = f + S ⊙ ε with echo noise built from the other examples of the batch.
 
@@ -83,7 +94,8 @@ def echo_sample(key: Array, f: Array, log_s: Array, d_max: int = 100, clip_facto
     clip_factor: r; defaults to `default_clip_factor(d_max)`. Use the same r in `echo_mutual_information`.
     replace: draw the other examples with replacement (then d_max may exceed the batch size).
   Returns:
-    z with f's shape and dtype.
+    z with f's shape and dtype. An example whose log S is −inf (S = 0, an infinitely precise code) gets z = f and
+    contributes nothing beyond its own term to the others' noise; it does not make any z NaN.
   """
   if f.shape != log_s.shape:
     raise ValueError(f'echo_sample: log_s shape {log_s.shape} must equal f shape {f.shape}.')
@@ -95,8 +107,11 @@ def echo_sample(key: Array, f: Array, log_s: Array, d_max: int = 100, clip_facto
   log_scale_flat = log_scale(log_s, clip_factor).reshape(batch_size, -1)
   f_echo = f32[idx]                      # (batch, d_max, units)
   log_scale_echo = log_scale_flat[idx]   # (batch, d_max, units)
-  # Π_{k<l} S(x_{j_k}) as an exclusive cumulative sum in log space: stable, and the l = 0 term gets factor 1.
-  exclusive = jnp.cumsum(log_scale_echo, axis=1) - log_scale_echo
+  # Π_{k<l} S(x_{j_k}) as an exclusive cumulative sum in log space, the l = 0 term getting factor 1. Shifted, not
+  # computed as cumsum − own term: with a −inf log S that difference is −inf − (−inf) = NaN, which would reach
+  # every example that drew this one.
+  inclusive = jnp.cumsum(log_scale_echo, axis=1)
+  exclusive = jnp.concatenate([jnp.zeros_like(inclusive[:, :1]), inclusive[:, :-1]], axis=1)
   eps = jnp.sum(f_echo * jnp.exp(exclusive), axis=1)
   z = f32 + jnp.exp(log_scale_flat) * eps
   return z.reshape(f.shape).astype(f.dtype)
@@ -107,7 +122,7 @@ def echo_rate_map(log_s: Array, clip_factor: float) -> Array:
   return -log_scale(log_s, clip_factor)
 
 
-def echo_mutual_information(log_s: Array, d_max: int = 100, clip_factor: float | None = None) -> Array:
+def echo_mutual_information(log_s: Array, d_max: int = DEFAULT_D_MAX, clip_factor: float | None = None) -> Array:
   """Exact I(X;Z) in nats for each example: −Σ_d log S_d(x), shape (batch,). Its batch mean estimates I(X;Z)."""
   clip_factor = default_clip_factor(d_max) if clip_factor is None else clip_factor
   rate = echo_rate_map(log_s, clip_factor)
@@ -119,11 +134,13 @@ class EchoNoise(layers.NoiseModule):
 
   Because the rate map goes into the same collection as the KL maps of `infodrop_jax.layers`, `kl.total_kl` and
   `kl.kl_per_layer` give I(X;Z) for echo layers too. Sampling needs a fixed batch larger than d_max (without
-  replacement), which jit guarantees; deterministic calls take any batch. The default clip factor assumes
+  replacement), which jit guarantees; deterministic calls take any batch, and so does `init` (which samples
+  nothing: the layer has no parameters, and the trainer initialises on a batch of one). The default d_max = 99 uses
+  all the other examples of a batch of 100, as the original does. The default clip factor assumes
   |f| ≤ 1 (e.g. tanh) and log_s ≤ 0 (e.g. log_sigmoid); otherwise pass `clip_factor=default_clip_factor(d_max,
   f_bound)`.
   """
-  d_max: int = 100
+  d_max: int = DEFAULT_D_MAX
   clip_factor: float | None = None
   replace: bool = False
   deterministic: bool | None = None
@@ -145,8 +162,8 @@ class EchoNoise(layers.NoiseModule):
     if f.shape != log_s.shape:
       raise ValueError(f'EchoNoise: log_s shape {log_s.shape} must equal f shape {f.shape}.')
     clip_factor = self.resolved_clip_factor
-    self._sow_kl(echo_rate_map(log_s, clip_factor))
+    self._sow_kl(echo_rate_map(log_s, clip_factor), deterministic)
     key = self._noise_key(deterministic)
-    if key is None:  # Nothing is sampled, so any batch size works (inference, a last partial batch).
+    if key is None or self.is_initializing():  # Nothing is sampled, so any batch size works.
       return f
     return echo_sample(key, f, log_s, self.d_max, clip_factor, self.replace)

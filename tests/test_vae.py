@@ -1,0 +1,236 @@
+"""VAEs (infodrop_jax/vae.py): rates, likelihoods, IW bound, Echo's batch rules, the task in the trainer, analysis."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train_helpers  # noqa: F401  (puts the repo root on sys.path for `configs`)
+from configs import vae_fmnist, vae_mnist
+from infodrop_jax import echo
+from infodrop_jax import kl
+from infodrop_jax import tasks
+from infodrop_jax import train
+from infodrop_jax import vae
+
+KEY = jax.random.key(0)
+X = (jax.random.uniform(jax.random.key(1), (16, 28, 28, 1)) > 0.6).astype(jnp.float32)
+
+
+def _init(model, x=X):
+  init = lambda x: model.init({'params': jax.random.key(2), 'noise': jax.random.key(3)}, x, deterministic=False)
+  return jax.jit(init)(x[:1])
+
+
+def _noisy(model, variables, x=X, key=KEY):
+  # Compiled: op-by-op dispatch of a whole VAE is slower on a busy 2-core machine than one compile.
+  return jax.jit(lambda v, x, k: model.apply(v, x, deterministic=False, rngs={'noise': k}, mutable=['kl']))(
+      variables, x, key)
+
+
+def _tiny(latent, **kwargs):
+  return vae.VAE((28, 28, 1), latent=latent, latent_size=3, hidden_size=16, **{'d_max': 15, **kwargs})
+
+
+def test_gaussian_rate_is_the_analytic_kl():
+  model = _tiny('gaussian')
+  out, state = _noisy(model, _init(model))
+  mean, var = np.asarray(out['mean'], np.float64), np.exp(np.asarray(out['log_var'], np.float64))
+  expected = 0.5 * np.sum(mean**2 + var - 1 - np.log(var), axis=1)
+  np.testing.assert_allclose(kl.kl_per_example(state['kl']), expected, rtol=1e-5)
+  # And the KL itself, against a Monte Carlo estimate of E_q[log q(z|x) − log p(z)] for one example.
+  z = mean[0] + np.sqrt(var[0]) * np.random.default_rng(0).standard_normal((200_000, 3))
+  log_ratio = np.sum(-0.5 * (z - mean[0])**2 / var[0] - 0.5 * np.log(var[0]) + 0.5 * z**2, axis=1)
+  assert abs(log_ratio.mean() - expected[0]) < 5 * log_ratio.std() / np.sqrt(len(z)) + 1e-3
+
+
+def test_echo_rate_is_minus_sum_log_s_exactly():
+  model = _tiny('echo')
+  out, state = _noisy(model, _init(model))
+  r = echo.default_clip_factor(15)
+  np.testing.assert_array_equal(kl.kl_per_example(state['kl']), -jnp.sum(jnp.log(r) + out['log_s'], axis=1))
+  assert not np.allclose(out['z'], out['f'])  # the noise is on
+
+
+@pytest.mark.parametrize('activation', ['softplus', 'relu'])
+def test_information_latent_kl_is_the_layers_kl(activation):
+  model = _tiny('information', info_activation=activation, max_alpha=0.8)
+  variables = _init(model)
+  out, state = _noisy(model, variables)
+  if activation == 'softplus':
+    mu, sigma = vae._prior_log_normal_params(variables)
+    log_f = jnp.log(jnp.maximum(out['f'], 1e-4))
+    expected = kl.log_normal_kl(out['alpha'], log_f, mu, sigma).sum(axis=1)
+  else:
+    expected = kl.log_uniform_kl(out['alpha'], 0.8).sum(axis=1)
+  np.testing.assert_allclose(kl.kl_per_example(state['kl']), expected, rtol=1e-6)
+  assert bool(jnp.all(out['f'] >= 0))
+
+
+def test_shapes_of_reconstructions_samples_and_both_architectures():
+  model = vae.VAE((28, 28, 1), latent='gaussian', latent_size=4, hidden_size=8)
+  variables = _init(model)
+  out, _ = _noisy(model, variables)
+  assert out['logits'].shape == X.shape and out['z'].shape == (16, 4)
+  samples = vae.likelihood_mean(vae.sample_prior(model, variables, KEY, 5))
+  assert samples.shape == (5, 28, 28, 1) and 0 <= float(samples.min()) <= float(samples.max()) <= 1
+  # The Echo paper's conv VAE, shapes only (compiling it costs more than the rest of this file).
+  conv = vae.VAE((28, 28, 1), latent='echo', architecture='conv', latent_size=32, d_max=15)
+  variables = jax.eval_shape(lambda: _init(conv))
+  assert variables['params']['encoder']['Conv_4']['kernel'].shape == (7, 7, 64, 256)
+  out, _ = jax.eval_shape(lambda v: _noisy(conv, v), variables)
+  assert out['logits'].shape == X.shape and out['z'].shape == (16, 32)
+  assert jax.eval_shape(lambda v, z: conv.apply(v, z, method=vae.VAE.decode), variables, out['z']).shape == X.shape
+  info = _tiny('information')
+  assert vae.sample_prior(info, _init(info), KEY, 3).shape == (3, 28, 28, 1)
+  with pytest.raises(ValueError, match='no proper prior'):
+    echo_model = _tiny('echo')
+    vae.sample_prior(echo_model, _init(echo_model), KEY, 3)
+  with pytest.raises(ValueError, match='needs 28×28 images'):
+    vae.VAE((32, 32, 3), architecture='conv').init(KEY, jnp.zeros((1, 32, 32, 3)), deterministic=True)
+
+
+def test_continuous_bernoulli_is_a_normalised_density():
+  x = jnp.linspace(0.0, 1.0, 20001)
+  for logit in (-8.0, -1.0, 0.0, 1e-4, 2.5):
+    density = jnp.exp(-vae.neg_log_likelihood(jnp.full(x.shape + (1,), logit), x[:, None], 'continuous_bernoulli',
+                                              event_ndim=1))
+    np.testing.assert_allclose(jnp.trapezoid(density, x), 1.0, rtol=1e-3)
+    mean = vae.likelihood_mean(jnp.float32(logit), 'continuous_bernoulli')
+    np.testing.assert_allclose(jnp.trapezoid(density * x, x), mean, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize('latent', ['gaussian', 'information'])
+def test_importance_weighted_bound_is_below_the_elbo(latent):
+  """−log p̂_K ≤ −ELBO (Jensen); for the untrained decoder the posterior gap is tens of nats."""
+  model = _tiny(latent)
+  variables = _init(model)
+  x = X[:6]
+  nll = vae.importance_weighted_nll(model, variables, x, num_samples=300, key=KEY, batch_size=8, chunk_size=64)
+
+  @jax.jit
+  def neg_elbo(key):
+    out, state = model.apply(variables, x, deterministic=False, rngs={'noise': key}, mutable=['kl'])
+    return vae.neg_log_likelihood(out['logits'], x) + kl.kl_per_example(state['kl'])
+
+  elbo_draws = [np.asarray(neg_elbo(jax.random.key(i))) for i in range(20)]
+  assert nll.shape == (6,) and np.all(np.isfinite(nll))
+  assert np.all(nll <= np.mean(elbo_draws, axis=0) + 0.5)
+  with pytest.raises(ValueError, match='no IW bound'):
+    echo_model = _tiny('echo')
+    vae.importance_weighted_nll(echo_model, _init(echo_model), x, num_samples=2, key=KEY)
+
+
+# --- Echo: d_max and the batch, −inf log-scales ---------------------------------------------------------------------
+
+
+def test_default_d_max_works_at_the_papers_batch_of_100():
+  f = jnp.tanh(jax.random.normal(KEY, (100, 4)))
+  log_s = jax.nn.log_sigmoid(jax.random.normal(jax.random.key(1), (100, 4)))
+  layer = echo.EchoNoise()
+  assert layer.d_max == echo.DEFAULT_D_MAX == 99
+  z, _ = jax.jit(lambda f, s: layer.apply({}, f, s, deterministic=False, rngs={'noise': KEY}, mutable=['kl']))(
+      f, log_s)
+  assert z.shape == f.shape and np.all(np.isfinite(z))
+  with pytest.raises(ValueError, match=r'd_max=100 must be smaller than the batch size \(100\).*batch − 1 = 99'):
+    echo.EchoNoise(d_max=100).apply({}, f, log_s, deterministic=False, rngs={'noise': KEY}, mutable=['kl'])
+
+
+def test_d_max_beyond_the_batch_is_a_config_error_before_compile(tmp_path):
+  config = vae_mnist.get_config('smoke')  # batch 32, d_max 31
+  train.validate_config(config, num_devices=1)
+  config.vae.d_max = 32
+  with pytest.raises(ValueError, match=r'config.vae.d_max = 32: expected at most train.batch_size per model call'):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
+  config.vae.d_max, config.eval.batch_size = 31, 16
+  with pytest.raises(ValueError, match=r'config.vae.d_max = 31: expected at most eval.batch_size'):
+    train.validate_config(config, num_devices=1)
+  config.vae.echo_replace = True  # with replacement any d_max works
+  train.validate_config(config, num_devices=1)
+  config.vae.latent, config.vae.echo_replace = 'gaussian', False  # d_max is Echo's only
+  train.validate_config(config, num_devices=1)
+
+
+def test_one_minus_inf_log_scale_does_not_poison_the_batch():
+  """The bug: cumsum − own term gave −inf − (−inf) = NaN for every example that drew the −inf one."""
+  f = jnp.tanh(jax.random.normal(KEY, (12, 5)))
+  log_s = jax.nn.log_sigmoid(jax.random.normal(jax.random.key(1), (12, 5))).at[3].set(-jnp.inf)
+  z = jax.jit(lambda f, s: echo.echo_sample(KEY, f, s, d_max=11))(f, log_s)
+  assert np.all(np.isfinite(z))
+  np.testing.assert_array_equal(z[3], f[3])  # S = 0: no noise
+  # Neighbours that drew example 3 get its f as the last nonzero term, nothing after it.
+  grad_f, grad_s = jax.jit(jax.grad(lambda f, s: jnp.sum(echo.echo_sample(KEY, f, s, d_max=11)), argnums=(0, 1)))(
+      f, log_s)
+  assert np.all(np.isfinite(grad_f)) and np.all(np.isfinite(grad_s))
+  assert np.isinf(echo.echo_mutual_information(log_s, d_max=11)[3])  # an exact code carries infinite information
+
+
+def test_unknown_latent_kind_is_a_clear_error_before_compile(tmp_path):
+  config = vae_mnist.get_config('smoke')
+  config.vae.latent = 'laplace'
+  with pytest.raises(ValueError, match=r"config.vae.latent = 'laplace': expected one of \('gaussian', 'information', "
+                                       r"'echo'\)"):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
+  assert isinstance(tasks.create_task(vae_mnist.get_config()), vae.VAETask)
+
+
+@pytest.mark.parametrize('module', [vae_mnist, vae_fmnist])
+@pytest.mark.parametrize('variant', [None, 'smoke', 'cpu'])
+def test_configs_validate(module, variant):
+  config = module.get_config(variant)
+  train.validate_config(config, num_devices=1)
+  assert config.task == 'vae' and config.loss.beta == 1.0
+
+
+# --- a tiny run through the trainer, then the analysis ---------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def trained_echo_workdir(tmp_path_factory, shared_data):
+  del shared_data  # the configs find ../shared/data themselves
+  config = vae_mnist.get_config('smoke')
+  config.data.limit = 384
+  config.train.num_epochs = 4
+  config.eval.every_epochs = 0
+  config.logging.tensorboard = False
+  workdir = str(tmp_path_factory.mktemp('vae_echo'))
+  summary = train.train_and_evaluate(config, workdir)
+  return config, workdir, summary
+
+
+def test_a_tiny_run_lowers_the_neg_elbo_and_writes_the_summary(trained_echo_workdir):
+  _, workdir, summary = trained_echo_workdir
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    records = [json.loads(line) for line in f]
+  curve = [r['train/neg_elbo'] for r in records if 'train/neg_elbo' in r]
+  assert len(curve) >= 4 and curve[-1] < curve[0] - 20, curve
+  with open(os.path.join(workdir, 'summary.json'), encoding='utf-8') as f:
+    saved = json.load(f)
+  for key in ('test/rate', 'test/distortion', 'test/neg_elbo'):
+    assert np.isfinite(saved[key]) and saved[key] == pytest.approx(summary[key])
+  assert saved['test/neg_elbo'] == pytest.approx(saved['test/rate'] + saved['test/distortion'], rel=1e-5)
+  assert saved['test/rate'] > 0
+
+
+def test_analyze_vae_writes_its_files(trained_echo_workdir, tmp_path):
+  config, workdir, summary = trained_echo_workdir
+  out_dir = str(tmp_path / 'analysis')
+  results = vae.analyze_vae(config, workdir, out_dir)
+  for name in ('reconstructions', 'samples', 'latent_2d'):
+    assert os.path.getsize(os.path.join(out_dir, f'{name}.png')) > 1000
+    assert os.path.exists(os.path.join(out_dir, f'{name}.npz'))
+  with open(os.path.join(out_dir, 'analysis.json'), encoding='utf-8') as f:
+    assert json.load(f) == json.loads(json.dumps(results))
+  assert results['test/neg_elbo'] == pytest.approx(summary['test/neg_elbo'])
+  assert results['samples_from'] == 'aggregate posterior' and 'Echo' in results['iw_nll_unavailable']
+  latent = np.load(os.path.join(out_dir, 'latent_2d.npz'))
+  assert latent['z_noisy'].shape == (len(latent['labels']), 2)
+  point = {'beta': results['beta'], 'rate': results['test/rate'], 'distortion': results['test/distortion'],
+           'latent': results['latent']}
+  vae.plot_rate_distortion([point, {'beta': 0.5, 'rate': 3.0, 'distortion': 180.0, 'latent': 'gaussian'}],
+                           str(tmp_path / 'rd.png'))
+  assert os.path.getsize(tmp_path / 'rd.png') > 1000 and os.path.exists(tmp_path / 'rd.npz')
