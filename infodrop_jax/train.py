@@ -231,9 +231,11 @@ class _Run:
     self._host_fns = None
     self._bn_order = None
     # XLA:CPU runs convolutions inside a compiled loop (lax.scan / fori_loop) about 40x slower than the same ops
-    # called step by step (measured on All-CNN-96: 87 s vs 2.2 s for two steps), so on CPU the loops over training,
-    # re-estimation and test batches are driven from the host, one compiled step per call. pmap keeps its loops.
-    self.host_loops = parallel.mode == 'jit' and jax.devices()[0].platform == 'cpu'
+    # called step by step (measured on All-CNN-96: 87 s vs 2.2 s for two steps), so on a CPU device the loops over
+    # training, re-estimation and test batches are driven from the host, one compiled step per call. Several
+    # (forced) CPU devices keep the compiled loops: driving 8 of them step by step has aborted XLA:CPU.
+    self.host_loops = (parallel.mode == 'jit' and parallel.num_devices == 1
+                       and jax.devices()[0].platform == 'cpu')
 
   def model_inputs(self, batch: Batch, key: jax.Array, axis_name: str | None = None) -> Batch:
     """The batch as the model sees it: with preprocess='binarize_stochastic', a fresh binarisation per use.

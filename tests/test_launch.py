@@ -1,4 +1,5 @@
 """launch.py end to end in subprocesses: print, overrides, train then eval, and its error messages."""
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,17 @@ def test_train_then_eval_on_real_mnist(shared_data, tmp_path):
   assert 'test error:' in result.stdout and 'steps' in result.stdout
   result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path / "empty"}', '--mode=eval')
   assert result.returncode == 1 and 'does not exist' in result.stderr
+
+
+def test_host_driven_loops_on_one_cpu_device_match_the_compiled_loops(shared_data, tmp_path):
+  """One CPU device drives training, BN re-estimation and test batches from the host (train._Run.host_loops);
+  two devices run them as compiled loops. Same data order and noise draws, so the same result."""
+  summaries = []
+  for devices in (1, 2):
+    workdir = tmp_path / f'devices{devices}'
+    result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={workdir}', '--config.train.num_epochs=1',
+                     devices=devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries.append(json.loads((workdir / 'summary.json').read_text()))
+  for key in ('test/error_d', 'test/error_n', 'test/ce_d', 'test/ce_n', 'test/kl/hidden1/noise'):
+    assert summaries[0][key] == pytest.approx(summaries[1][key], rel=1e-4, abs=1e-6), key
