@@ -228,7 +228,6 @@ class _Run:
     self._chunk_fns: dict[int, Callable[..., Any]] = {}
     self.writer: metrics_lib.MetricWriter | None = None  # Set by train_and_evaluate (hooks read what it logged).
     self._eval_fn = None
-    self._host_fns = None
     self._bn_order = None
     # XLA:CPU runs convolutions inside a compiled loop (lax.scan / fori_loop) about 40x slower than the same ops
     # called step by step (measured on All-CNN-96: 87 s vs 2.2 s for two steps), so on a CPU device the loops over
@@ -236,6 +235,9 @@ class _Run:
     # (forced) CPU devices keep the compiled loops: driving 8 of them step by step has aborted XLA:CPU.
     self.host_loops = (parallel.mode == 'jit' and parallel.num_devices == 1
                        and jax.devices()[0].platform == 'cpu')
+    # One compiled re-estimation step and one test batch, for the host-driven loops (compiled on first use).
+    self._host_bn_fn = jax.jit(self._bn_body)
+    self._host_test_fn = jax.jit(self._test_body, static_argnums=3)
 
   def model_inputs(self, batch: Batch, key: jax.Array, axis_name: str | None = None) -> Batch:
     """The batch as the model sees it: with preprocess='binarize_stochastic', a fresh binarisation per use.
@@ -364,11 +366,9 @@ class _Run:
     """`_reestimated_batch_stats` driven from the host, one compiled re-estimation step per call (`host_loops`)."""
     if not (state.batch_stats and self._bn_steps()):
       return state.batch_stats
-    if self._host_fns is None:
-      self._host_fns = (jax.jit(self._bn_body), jax.jit(self._test_body, static_argnums=3))
     stats = state.batch_stats
     for i in range(self._bn_steps()):
-      stats = self._host_fns[0](i, stats, state.params, self.train_data.arrays, self._bn_order)
+      stats = self._host_bn_fn(i, stats, state.params, self.train_data.arrays, self._bn_order)
     return stats
 
   # --- host-side driving ---
@@ -387,9 +387,7 @@ class _Run:
       sums_d, sums_n = self._evaluate_fn()(state, self.train_data.arrays, self._bn_order, self.test_data.arrays)
     else:
       variables = _variables(state.params, self._host_batch_stats(state))
-      if self._host_fns is None:
-        self._host_fns = (jax.jit(self._bn_body), jax.jit(self._test_body, static_argnums=3))
-      test_fn = self._host_fns[1]
+      test_fn = self._host_test_fn
 
       def test_pass(deterministic):
         sums = test_fn(0, variables, self.test_data.arrays, deterministic)
