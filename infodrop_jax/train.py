@@ -229,10 +229,13 @@ class _Run:
     self.writer: metrics_lib.MetricWriter | None = None  # Set by train_and_evaluate (hooks read what it logged).
     self._eval_fn = None
     self._bn_order = None
-    # XLA:CPU runs convolutions inside a compiled loop (lax.scan / fori_loop) about 40x slower than the same ops
-    # called step by step (measured on All-CNN-96: 87 s vs 2.2 s for two steps), so on a CPU device the loops over
-    # training, re-estimation and test batches are driven from the host, one compiled step per call. Several
-    # (forced) CPU devices keep the compiled loops: driving 8 of them step by step has aborted XLA:CPU.
+    # XLA:CPU rewrites convolutions into the NHWC/HWIO form its fast (Eigen) kernels take only in the entry
+    # computation (its ConvCanonicalization pass visits nothing else). The gradient convolutions JAX emits are not in
+    # that form, so inside any compiled loop, or a scan of length 1, they fall back to a naive loop nest: a train
+    # step of All-CNN-96 at 48x48, batch 128, takes 64 s there and 1.8 s outside (benchmarks/RESULTS.md). So on a
+    # CPU device the loops over training, re-estimation and test batches are driven from the host, one compiled
+    # step per call, with no loop inside. Several (forced) CPU devices keep the compiled loops: driving 8 of them
+    # step by step has aborted XLA:CPU.
     self.host_loops = (parallel.mode == 'jit' and parallel.num_devices == 1
                        and jax.devices()[0].platform == 'cpu')
     # One compiled re-estimation step and one test batch, for the host-driven loops (compiled on first use).
@@ -271,8 +274,10 @@ class _Run:
           batch = self.model_inputs(batch, jax.random.fold_in(self.keys['binarize'], state.step), axis_name)
           key = jax.random.fold_in(state.key, state.step)
           return train_step(state, batch, key, axis_name=axis_name, **self.step_kwargs)
-        # A one-step chunk is unrolled: no loop for XLA at all (see `host_loops`).
-        return jax.lax.scan(one_step, state, length=length, unroll=length == 1)
+        if length == 1:  # No scan at all, not even an unrolled one: see `host_loops`.
+          state, metrics = one_step(state, None)
+          return state, jax.tree.map(lambda x: jnp.asarray(x)[None], metrics)
+        return jax.lax.scan(one_step, state, length=length)
       self._chunk_fns[length] = self.parallel.compile(chunk, donate_argnums=(0,))
     return self._chunk_fns[length]
 

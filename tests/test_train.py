@@ -288,3 +288,36 @@ def test_an_update_that_explodes_the_weights_is_not_checkpointed(tmp_path):
   with pytest.raises(FloatingPointError, match=r'non-finite training at step 7 .*param_norm=inf'):
     _train(tmp_path, config=config)
   assert 7 not in checkpoint_lib.Checkpointer(str(tmp_path), max_to_keep=10, read_only=True).all_steps()
+
+
+def _convolution_forms(compiled_text):
+  return {line.split('dim_labels=')[1].split(',')[0] for line in compiled_text.splitlines()
+          if ' convolution(' in line}
+
+
+def test_a_one_step_chunk_has_only_canonical_convolutions(tmp_path):
+  """XLA:CPU gives only the entry computation's convolutions the NHWC/HWIO form of its fast kernels; inside a loop
+  (even a scan of length 1) the gradient convolutions fall back to a naive loop nest, ~35x slower. The host-driven
+  CPU loops (`host_loops`) rely on the one-step chunk having no loop around the step."""
+  config = train_helpers.tiny_config()
+  run = train._Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
+  state = run.parallel.to_device_layout(run.initial_state())
+  text = run._chunk_fn(1).lower(state, run.train_data.arrays, run.train_data.order(0)).compile().as_text()
+  assert _convolution_forms(text) == {'b01f_01io->b01f'}
+
+
+class _NoKLNet(nn.Module):
+  """A model with no noise layer: the task's KL terms are constants, not arrays."""
+
+  @nn.compact
+  def __call__(self, x, deterministic=False, use_running_average=False):
+    del deterministic, use_running_average
+    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+
+def test_a_one_step_chunk_stacks_every_metric_even_constant_ones(tmp_path):
+  config = train_helpers.tiny_config()
+  run = train._Run(config, str(tmp_path), model=_NoKLNet(), splits=train_helpers.tiny_splits())
+  state = run.parallel.to_device_layout(run.initial_state())
+  _, metrics = run._chunk_fn(1)(state, run.train_data.arrays, run.train_data.order(0))
+  assert metrics['beta_lz'].shape == (1,) and metrics['loss'].shape == (1,)
