@@ -39,7 +39,7 @@ def get_base_config(dataset: str, **data_overrides) -> ml_collections.ConfigDict
   config.model = ml_collections.ConfigDict(dict(
       name='all_cnn_32', dropout='information', activation='relu', max_alpha=0.7, filter_percentage=1.0,
       hidden_sizes=(512, 128, 32), dropout_rate=0.5, input_dropout_rate=0.2, lognormal_alpha=0.5,
-      bn_momentum=0.9, dtype='float32', noisy_layers=()))
+      bn_momentum=0.9, dtype='float32', noisy_layers=(), fuse_alpha=True))
   config.loss = ml_collections.ConfigDict(dict(beta=3.0, weight_decay=1e-3))
   config.optim = ml_collections.ConfigDict(dict(
       name='sgd_nesterov', learning_rate=0.05, momentum=0.9, lr_drop_epochs=(80, 120, 160), lr_drop_factor=0.1,

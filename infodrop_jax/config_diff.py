@@ -29,6 +29,8 @@ RESUME_FREE_FIELDS = (
     'train.num_epochs', 'train.steps_per_call', 'train.log_every_steps', 'train.checkpoint_every_steps',
     'train.keep_checkpoints', 'train.parallel',
     'data.cache_dir',
+    # Same parameters and the same function; like train.parallel it changes only the float rounding order.
+    'model.fuse_alpha',
 )
 
 
@@ -39,6 +41,7 @@ ABSENT_MEANS = {
     'model.noisy_layers': [],
     'optim.schedule': 'piecewise',
     'optim.decay_epochs': 0,
+    'model.fuse_alpha': False,
 }
 
 

@@ -256,6 +256,10 @@ class _NoisyProjection(nn.Module):
     rng_collection: the rng stream of the noise.
     dtype: computation dtype of the projections and BatchNorm (e.g. jnp.bfloat16); noise and KL stay float32.
     param_dtype: dtype of the parameters.
+    fuse_alpha: for the information method, compute the signal and alpha projections as one projection of twice
+      the features (their kernels concatenated) instead of two. Same parameters (`signal`, `alpha`), same
+      outputs and gradients up to float rounding; one wide conv reads the input once and keeps the matrix units
+      busier (benchmarks/RESULTS.md has the measured effect).
   """
   features: int
   method: str = 'information'
@@ -273,6 +277,7 @@ class _NoisyProjection(nn.Module):
   rng_collection: str = 'noise'
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
+  fuse_alpha: bool = False
 
   def __post_init__(self):
     owner = type(self).__name__
@@ -295,6 +300,32 @@ class _NoisyProjection(nn.Module):
     """The projection applied to input `x` (conv or dense)."""
     raise NotImplementedError
 
+  def _fused_projections(self, x: Array, signal_bias: bool) -> tuple[Array, Array]:
+    """(signal, alpha logits) as one projection of `x` with the two kernels side by side (`fuse_alpha`).
+
+    The parameters are declared exactly as the two separate projections declare them (names, shapes,
+    initialisers), so checkpoints and initial values do not depend on `fuse_alpha`.
+    """
+    window = self._window(x)
+    shape = (*window, x.shape[-1], self.features)
+    signal = _ProjectionParams(shape, signal_bias, self.param_dtype, name='signal')()
+    alpha = _ProjectionParams(shape, True, self.param_dtype, name='alpha')()
+    kernel = jnp.concatenate([signal[0], alpha[0]], axis=-1)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    y = self._apply_kernel(x, kernel)
+    f, alpha_logits = y[..., :self.features], y[..., self.features:]
+    if signal[1] is not None:
+      f = f + signal[1].astype(f.dtype)
+    return f, alpha_logits + alpha[1].astype(alpha_logits.dtype)
+
+  def _window(self, x: Array) -> tuple[int, ...]:
+    """The kernel's spatial size for input `x` (() for a dense projection)."""
+    raise NotImplementedError
+
+  def _apply_kernel(self, x: Array, kernel: Array) -> Array:
+    """The projection of `x` with `kernel` (no bias), as `_projection` computes it."""
+    raise NotImplementedError
+
   def _noise(self) -> nn.Module | None:
     common = dict(rng_collection=self.rng_collection, name='noise')
     if self.method == 'information':
@@ -311,7 +342,11 @@ class _NoisyProjection(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool | None = None, use_running_average: bool | None = None) -> Array:
-    f = self._projection('signal', not self.use_bn, x)(x)
+    fused = self.fuse_alpha and self.method == 'information'
+    if fused:
+      f, alpha_logits = self._fused_projections(x, signal_bias=not self.use_bn)
+    else:
+      f = self._projection('signal', not self.use_bn, x)(x)
     if self.use_bn:
       use_running_average = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
       f = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
@@ -323,7 +358,9 @@ class _NoisyProjection(nn.Module):
     deterministic = nn.merge_param('deterministic', self.deterministic, deterministic)
     if self.method == 'information':
       # α is a function of the same input as f, not of f: the original's separate alpha conv.
-      return noise(f, self._projection('alpha', True, x)(x), deterministic=deterministic)
+      if not fused:
+        alpha_logits = self._projection('alpha', True, x)(x)
+      return noise(f, alpha_logits, deterministic=deterministic)
     return noise(f, deterministic=deterministic)
 
 
@@ -349,12 +386,30 @@ class InformationDropoutConv(_NoisyProjection):
         raise TypeError(f'{type(self).__name__}: {field} must be an int or a sequence of ints, got {value!r}.')
     super().__post_init__()
 
-  def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
+  def _spatial(self, value: int | Sequence[int], x: Array) -> tuple[int, ...]:
     # An int means the same size on every spatial axis; only the input tells how many there are.
-    num_spatial = max(x.ndim - 2, 1)
-    spatial = lambda v: tuple(v) if isinstance(v, Sequence) else (v,) * num_spatial
-    return nn.Conv(self.features, spatial(self.kernel_size), strides=spatial(self.strides), padding=self.padding,
-                   use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    return tuple(value) if isinstance(value, Sequence) else (value,) * max(x.ndim - 2, 1)
+
+  def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
+    return nn.Conv(self.features, self._spatial(self.kernel_size, x), strides=self._spatial(self.strides, x),
+                   padding=self.padding, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+  def _window(self, x: Array) -> tuple[int, ...]:
+    window = self._spatial(self.kernel_size, x)
+    if x.ndim != len(window) + 2:
+      raise ValueError(f'{type(self).__name__}: fuse_alpha needs a batched input of rank {len(window) + 2} for '
+                       f'kernel_size {window}, got shape {x.shape}.')
+    return window
+
+  def _apply_kernel(self, x: Array, kernel: Array) -> Array:
+    # nn.Conv's own convention: batch first, features last, kernel (*window, in, out).
+    ndim = x.ndim
+    lhs = (0, ndim - 1, *range(1, ndim - 1))
+    numbers = jax.lax.ConvDimensionNumbers(lhs, (ndim - 1, ndim - 2, *range(ndim - 2)), lhs)
+    if self.padding not in ('SAME', 'VALID'):
+      raise ValueError(f"{type(self).__name__}: fuse_alpha supports padding 'SAME' or 'VALID', got {self.padding!r}.")
+    return jax.lax.conv_general_dilated(x, kernel, self._spatial(self.strides, x), self.padding,
+                                        dimension_numbers=numbers)
 
 
 class InformationDropoutDense(_NoisyProjection):
@@ -363,3 +418,25 @@ class InformationDropoutDense(_NoisyProjection):
   def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
     del x  # A dense projection does not depend on the input's rank.
     return nn.Dense(self.features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+  def _window(self, x: Array) -> tuple[int, ...]:
+    del x
+    return ()
+
+  def _apply_kernel(self, x: Array, kernel: Array) -> Array:
+    return jnp.dot(x, kernel)
+
+
+class _ProjectionParams(nn.Module):
+  """The parameters `nn.Conv` / `nn.Dense` declare (kernel `shape`, optional bias), without applying them."""
+  shape: tuple[int, ...]
+  use_bias: bool
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array | None]:
+    # The initialisers of nn.Conv and nn.Dense, so a fused layer initialises exactly as the unfused one.
+    kernel = self.param('kernel', nn.linear.default_kernel_init, self.shape, self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.shape[-1],), self.param_dtype) if self.use_bias \
+        else None
+    return kernel, bias

@@ -38,12 +38,13 @@ class _NoiseSettings(nn.Module):
   lognormal_alpha: float = 0.5
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  fuse_alpha: bool = False
 
   def _noisy(self, layer_cls: type[nn.Module], features: int, name: str, **kwargs) -> nn.Module:
     return layer_cls(features, method=self.dropout, activation=self.activation, max_alpha=self.max_alpha,
                      rate=self.dropout_rate, lognormal_alpha=self.lognormal_alpha, bn_momentum=self.bn_momentum,
                      bn_epsilon=_ORIGINAL_BN['epsilon'], bn_use_scale=_ORIGINAL_BN['use_scale'], dtype=self.dtype,
-                     name=name, **kwargs)
+                     fuse_alpha=self.fuse_alpha, name=name, **kwargs)
 
   def _conv_bn_act(self, x: jax.Array, features: int, kernel: int, name: str, use_running_average: bool) -> jax.Array:
     x = nn.Conv(features, (kernel, kernel), padding='SAME', use_bias=False, dtype=self.dtype, name=name)(x)
@@ -158,6 +159,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
       lognormal_alpha=_require(model_config, 'lognormal_alpha'),
       bn_momentum=_require(model_config, 'bn_momentum'),
       dtype=DTYPES[_require(model_config, 'dtype', tuple(DTYPES))],
+      fuse_alpha=_fuse_alpha(model_config),
   )
   if name != 'mlp' and model_config.get('noisy_layers'):
     raise ValueError(f'config.model.noisy_layers={model_config.noisy_layers!r} applies to model \'mlp\' only; '
@@ -169,6 +171,13 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
     return all_cnn_96(**common)
   hidden_sizes = tuple(_require(model_config, 'hidden_sizes'))
   return MLP(hidden_sizes=hidden_sizes, noisy_layers=_noisy_layers(model_config, len(hidden_sizes)), **common)
+
+
+def _fuse_alpha(model_config: ml_collections.ConfigDict) -> bool:
+  value = model_config.get('fuse_alpha', False)  # Configs saved before the field existed: two projections.
+  if not isinstance(value, bool):
+    raise ValueError(f'config.model.fuse_alpha = {value!r}: expected True or False.')
+  return value
 
 
 def _noisy_layers(model_config: ml_collections.ConfigDict, num_hidden: int) -> tuple[int, ...]:

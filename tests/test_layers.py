@@ -329,3 +329,47 @@ def test_method_none_needs_no_deterministic_flag(layer_cls, shape):
   np.testing.assert_array_equal(layer.apply(variables, x), layer.apply(variables, x, deterministic=False))
   with pytest.raises(ValueError, match='deterministic'):  # The noisy methods still need it.
     layer_cls(4).init({'params': KEY, 'noise': KEY}, x)
+
+
+@pytest.mark.parametrize('layer_cls,shape,kwargs', [
+    (layers.InformationDropoutConv, (3, 9, 9, 4), dict(use_bn=True)),
+    (layers.InformationDropoutConv, (3, 8, 8, 4), dict(strides=1, padding='VALID', prior='log_normal',
+                                                       activation='softplus')),
+    (layers.InformationDropoutConv, (3, 10, 5), dict(kernel_size=3, strides=2)),
+    (layers.InformationDropoutDense, (5, 7), dict()),
+])
+def test_fused_alpha_projection_matches_two_projections(layer_cls, shape, kwargs):
+  """fuse_alpha: same parameters at init, same output, KL and gradients (float rounding only)."""
+  x = jax.random.normal(jax.random.key(1), shape)
+  separate, fused = layer_cls(6, **kwargs), layer_cls(6, fuse_alpha=True, **kwargs)
+  init = jax.jit(lambda layer: layer.init({'params': KEY, 'noise': KEY}, x, deterministic=False,
+                                          use_running_average=False), static_argnums=0)
+  variables = init(separate)
+  jax.tree.map(np.testing.assert_array_equal, variables, init(fused))
+
+  def loss(params, layer):
+    z, cols = layer.apply({**variables, 'params': params}, x, deterministic=False, use_running_average=False,
+                          rngs={'noise': jax.random.key(2)}, mutable=['kl', 'batch_stats'])
+    return jnp.sum(z ** 2) + kl.total_kl(cols['kl'], 1), (z, cols['kl'])
+
+  # Compiled: op-by-op CPU convolutions and their gradients are slow.
+  value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+  (l1, (z1, kl1)), g1 = value_and_grad(variables['params'], separate)
+  (l2, (z2, kl2)), g2 = value_and_grad(variables['params'], fused)
+  np.testing.assert_allclose(z2, z1, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), kl2, kl1)
+  np.testing.assert_allclose(l2, l1, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g2, g1)
+
+
+def test_fused_alpha_leaves_other_methods_alone():
+  x = jnp.ones((2, 8, 8, 3))
+  variables = layers.InformationDropoutConv(4, method='binary', fuse_alpha=True).init(
+      {'params': KEY, 'noise': KEY}, x, deterministic=False)
+  assert set(variables['params']) == {'signal'}
+
+
+def test_fused_alpha_rejects_padding_it_cannot_reproduce():
+  layer = layers.InformationDropoutConv(4, padding='CIRCULAR', fuse_alpha=True)
+  with pytest.raises(ValueError, match='fuse_alpha supports padding'):
+    layer.init({'params': KEY, 'noise': KEY}, jnp.ones((2, 8, 8, 3)), deterministic=False)

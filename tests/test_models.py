@@ -133,3 +133,22 @@ def test_batchnorm_is_the_originals_tf_default_shift_only():
   variables, _ = _shapes(model, jnp.zeros((1, 32, 32, 3)))
   assert set(variables['params']['block1_conv1_bn']) == {'bias'}
   assert set(variables['params']['block1_pool']['bn']) == {'bias'}
+
+
+def test_fuse_alpha_config_gives_the_same_parameters_and_outputs():
+  """The config switch reaches the layers (whose fused form is checked in detail in test_layers.py)."""
+  x = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))  # Two stride-2 pools: 8 → 4 → 2.
+  separate, fused = (models.create_model(_config(fuse_alpha=value), num_classes=10) for value in (False, True))
+  assert fused.fuse_alpha and not separate.fuse_alpha
+  variables, out, cols = _init_apply(separate, x)
+  assert jax.tree.structure(_shapes(fused, x)[0]) == jax.tree.structure(variables)
+  fused_out, fused_cols = jax.jit(lambda v, x: fused.apply(v, x, deterministic=False, use_running_average=False,
+                                                           rngs={'noise': jax.random.key(2)},
+                                                           mutable=['batch_stats', 'kl']))(variables, x)
+  np.testing.assert_allclose(fused_out, out, rtol=1e-4, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), fused_cols['kl'], cols['kl'])
+
+
+def test_fuse_alpha_must_be_a_bool():
+  with pytest.raises(ValueError, match='config.model.fuse_alpha'):
+    models.create_model(_config(fuse_alpha='yes'), num_classes=10)
