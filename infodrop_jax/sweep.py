@@ -20,7 +20,8 @@ A sweep is an ml_collections config (configs/sweeps/*.py, `configs/sweeps/common
     (check name -> ConfigDict(check=..., metric=..., ...); see `CHECKS`).
   report: what the report plots: x (an axis name), series (an axis name or ''), metrics (result columns, one panel
     each; 'info_layer:*' stands for every column with that prefix), xscale ('linear' | 'log'), heatmaps (a grid of
-    each point's analysis/heatmaps.npz: rows = values of x, columns = layers, the same test images).
+    each point's analysis/heatmaps.npz: rows = values of x, columns = layers, the same test images), x_label (the
+    x axis as a reader reads it) and caption (a line under the figure's title, e.g. the runs' β).
 
 `launch.py --mode=sweep` runs every point into W/<point>/ (a normal run: config.json, checkpoints, metrics,
 summary.json, then analysis/), logging to W/<point>/run.log. A point is finished when W/<point>/DONE exists (written
@@ -93,8 +94,11 @@ def new_config(name: str, base: str, variant: str = '') -> ml_collections.Config
   config.only = ''
   config.claim = ''
   config.expect = ml_collections.ConfigDict()
+  # x_label: the x axis as a reader should read it (default: the axis name); caption: a line under the figure's
+  # title with what a reader needs and the axes do not say (e.g. the β of the runs).
   config.report = ml_collections.ConfigDict(dict(x='', series='', metrics=('test_error_d', 'test_error_n'),
-                                                 xscale='linear', heatmaps=False, heatmap_images=3))
+                                                 xscale='linear', heatmaps=False, heatmap_images=3, x_label='',
+                                                 caption=''))
   return config
 
 
@@ -884,6 +888,27 @@ def _is_error(metric: str) -> bool:
   return 'error' in metric
 
 
+# Axis labels for the metrics of results.csv (a column's prefix before ':'), for readers who have not seen the code.
+METRIC_LABELS = {
+    'test_error_d': 'test error, noise off (D), %',
+    'test_error_n': 'test error, noise on (N), %',
+    'test_ce_d': 'test cross-entropy, noise off (nats)',
+    'kl': 'KL per layer (nats per example)',
+    'info_layer': 'information per layer (nats per example)',
+    'info_unit': 'information per unit (nats)',
+    'mass_in_box': 'share of the KL heat in the digit box',
+    'tc_per_dim_nats': 'total correlation per dimension (nats)',
+    'nuisance_error': 'nuisance probe error, %',
+}
+
+
+def _metric_label(metric: str) -> str:
+  label = METRIC_LABELS.get(metric.split(':', 1)[0])
+  if label is None:
+    return metric + (' (%)' if _is_error(metric) else '')
+  return label
+
+
 def _x_positions(labels: list[str]) -> tuple[list[float], bool]:
   try:
     return [float(v) for v in labels], True
@@ -925,12 +950,14 @@ def _plot(config, means, metrics_by_panel, path) -> None:
       ax.set_xscale('log')
     if not numeric:
       ax.set_xticks(positions, order)
-    ax.set_xlabel(x)
-    ax.set_ylabel(title + (' (%)' if scale == 100.0 else ''))
+    ax.set_xlabel(str(config.report.get('x_label', '')) or x)
+    ax.set_ylabel(_metric_label(title))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
-  fig.suptitle(f'{config.name}: mean ± std over seeds {tuple(config.seeds)}', fontsize=10)
+  caption = str(config.report.get('caption', ''))
+  fig.suptitle(f'{config.name}: mean ± std over seeds {tuple(config.seeds)}' + (f'\n{caption}' if caption else ''),
+               fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

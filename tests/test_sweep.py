@@ -86,6 +86,10 @@ def test_presets_have_cpu_and_smoke_variants(name):
     config = module.get_config(variant)
     sizes[variant] = len(sweep.points(config))
     assert config.claim and len(config.expect) and config.report.x in config.axes
+    # A reader of the figure gets a readable x axis, a caption, and a label for every plotted metric.
+    assert config.report.x_label and config.report.caption
+    for metric in config.report.metrics:
+      assert sweep._metric_label(str(metric)) != str(metric), metric
   assert sizes[''] >= sizes['cpu'] >= sizes['smoke'] >= 2
 
 

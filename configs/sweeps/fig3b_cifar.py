@@ -50,6 +50,8 @@ def get_config(config_string: str | None = None):
       check='le', metric='test_error_d', by='dropout', a='information', b='binary', along='filters',
       description='mean test error (D) of information ≤ binary at every filter fraction')
   config.report.x = 'filters'
+  config.report.x_label = "filters (share of All-CNN-32's)"
+  config.report.caption = 'All-CNN-32 with softplus units on CIFAR-10; information dropout with the learned log-normal prior at β = 3'
   config.report.series = 'dropout'
   config.report.metrics = ('test_error_d', 'test_error_n')
   return config

@@ -50,6 +50,8 @@ def get_config(config_string: str | None = None):
   config.expect.main_error_falls = dict(check='decreasing', metric='test_error_d', along='beta',
                                         description='main-task error (D) at the largest beta < at the smallest')
   config.report.x = 'beta'
+  config.report.x_label = 'β (log scale)'
+  config.report.caption = 'All-CNN-32 on Occluded CIFAR-10, information dropout'
   config.report.xscale = 'log'
   config.report.metrics = ('test_error_d', 'test_error_n', 'nuisance_error')
   return config

@@ -47,6 +47,8 @@ def get_config(config_string: str | None = None):
   config.expect.error_dips = dict(check='interior_min', metric='test_error_d', along='beta',
                                   description='the lowest test error (D) is at an intermediate beta')
   config.report.x = 'beta'
+  config.report.x_label = 'β (log scale)'
+  config.report.caption = 'All-CNN-32 with softplus units (25 % filters), information dropout; total correlation of the last noisy layer'
   config.report.xscale = 'log'
   config.report.metrics = ('test_error_d', 'test_error_n', 'tc_per_dim_nats')
   return config

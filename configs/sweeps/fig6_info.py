@@ -49,5 +49,7 @@ def get_config(config_string: str | None = None):
       check='range_le', metric='info_layer:*', along='filters', tolerance=0.5,
       description='total information per layer varies by at most 50 % of its mean across filter fractions')
   config.report.x = 'filters'
+  config.report.x_label = "filters (share of All-CNN-32's)"
+  config.report.caption = 'All-CNN-32 with softplus units, information dropout (learned log-normal prior) at β = 3'
   config.report.metrics = ('info_layer:*', 'info_unit:*', 'test_error_d')
   return config
