@@ -1,0 +1,88 @@
+"""Where a CPU conv-net step goes: one 3x3 convolution's forward, input gradient and weight gradient, ours vs PyTorch.
+
+  python benchmarks/bench_conv_pieces.py                       # All-CNN-32's shapes at batch 100
+  python benchmarks/bench_conv_pieces.py --shapes=100x32x96x96s1
+
+Times, per shape (batch × size × in-channels × out-channels, stride), `jax.lax.conv_general_dilated` (NHWC/HWIO,
+'SAME') jitted, its input gradient and its weight gradient (from `jax.vjp`, as `jax.grad` of a model computes them),
+then the same three with PyTorch's oneDNN kernels (`conv2d`, `torch.nn.grad.conv2d_input` / `conv2d_weight`), and
+one plain matrix product of the weight gradient's inner shape ((N·H·W)ᵀ × C by N·H·W × O). Milliseconds per call,
+mean of --repeats calls after one warm-up. PyTorch is a benchmark-only extra (requirements-bench.txt).
+"""
+import time
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_list('shapes', ['100x32x96x96s1', '100x32x96x96s2', '100x16x192x192s1', '100x16x24x48s1'],
+                  'NxHxCxOsS: batch, input size, in and out channels, stride.')
+flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
+FLAGS = flags.FLAGS
+
+
+def _parse(shape):
+  sizes, stride = shape.split('s')
+  n, h, c, o = (int(v) for v in sizes.split('x'))
+  return n, h, c, o, int(stride)
+
+
+def _time(fn, block):
+  block(fn())
+  start = time.perf_counter()
+  for _ in range(FLAGS.repeats):
+    out = fn()
+  block(out)
+  return 1000 * (time.perf_counter() - start) / FLAGS.repeats
+
+
+def main(_):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    torch = None
+    print('PyTorch is not installed (pip install -r requirements-bench.txt): timing ours only.')
+  print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}' +
+        (f'; torch {torch.__version__}, {torch.get_num_threads()} threads' if torch else ''))
+  print('\n| shape | ours fwd | ours dx | ours dw | torch fwd | torch dx | torch dw | ours / torch, dw | '
+        'ours dw-shaped matmul | torch matmul |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
+  rng = np.random.default_rng(0)
+  for shape in FLAGS.shapes:
+    n, h, c, o, s = _parse(shape)
+    x = jnp.asarray(rng.normal(size=(n, h, h, c)), jnp.float32)
+    w = jnp.asarray(0.05 * rng.normal(size=(3, 3, c, o)), jnp.float32)
+    conv = lambda x, w, s=s: jax.lax.conv_general_dilated(x, w, (s, s), 'SAME',
+                                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    dy = jnp.asarray(rng.normal(size=conv(x, w).shape), jnp.float32)
+    fwd = jax.jit(conv)
+    dx = jax.jit(lambda x, w, dy: jax.vjp(lambda x: conv(x, w), x)[1](dy)[0])
+    dw = jax.jit(lambda x, w, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0])
+    k = n * dy.shape[1] * dy.shape[2]
+    a, b = (jnp.asarray(rng.normal(size=(k, m)), jnp.float32) for m in (c, o))
+    matmul = jax.jit(lambda a, b: jax.lax.dot_general(a, b, (((0,), (0,)), ((), ()))))
+    block = jax.block_until_ready
+    ours = [_time(lambda: fwd(x, w), block), _time(lambda: dx(x, w, dy), block), _time(lambda: dw(x, w, dy), block)]
+    ours_mm = _time(lambda: matmul(a, b), block)
+    theirs, theirs_mm = ['—'] * 3, '—'
+    if torch:
+      xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+      wt = torch.from_numpy(np.asarray(w).transpose(3, 2, 0, 1).copy())
+      dyt = torch.from_numpy(np.asarray(dy).transpose(0, 3, 1, 2).copy())
+      nop = lambda r: r
+      with torch.no_grad():
+        theirs = [_time(lambda: torch.nn.functional.conv2d(xt, wt, stride=s, padding=1), nop),
+                  _time(lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, stride=s, padding=1), nop),
+                  _time(lambda: torch.nn.grad.conv2d_weight(xt, wt.shape, dyt, stride=s, padding=1), nop)]
+        at, bt = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
+        theirs_mm = _time(lambda: at.T @ bt, nop)
+    cells = [f'{v:.1f}' if isinstance(v, float) else v for v in ours + theirs]
+    ratio = f'{ours[2] / theirs[2]:.1f}×' if torch else '—'
+    mm = f'{theirs_mm:.1f}' if torch else '—'
+    print(f'| {shape} | ' + ' | '.join(cells) + f' | {ratio} | {ours_mm:.1f} | {mm} |', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
