@@ -998,15 +998,18 @@ def _heatmap_grid(config, all_points, workdir, path) -> bool:
         continue
       m = data[layer][i]
       ax.imshow(m, cmap='inferno', interpolation='nearest')
+      ax.set_xlabel(f'{m.min():.3g}–{m.max():.3g} nats', fontsize=5, labelpad=1)
       if 'bbox' in data and size:
         y0, x0, y1, x1 = (float(v) * m.shape[0] / size for v in data['bbox'][i])
         ax.add_patch(mpatches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color='lime', lw=0.8))
       if r == 0:
         ax.set_title(f'image {i + 1}\n{layer}', fontsize=6)
       if c == 0:
-        ax.set_ylabel(f'{x}={point.labels.get(x, "")}', fontsize=7)
-  fig.suptitle(f'{config.name}: KL per location (noise off), same test images in every row; green: digit box',
-               fontsize=9)
+        ax.set_ylabel(f'{"β" if x == "beta" else x} = {point.labels.get(x, "")}', fontsize=7)
+  caption = str(config.report.get('caption', ''))
+  fig.suptitle(f'{config.name}: KL per location in nats (noise off; each panel its own colour scale, its range '
+               f'below it), the same test images in every row; green: the digit box' + (f'\n{caption}' if caption
+                                                                                       else ''), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

@@ -49,7 +49,7 @@ def get_config(config_string: str | None = None):
       description='the strict reading: in every noisy layer, the heat in the digit box is larger at the largest beta')
   config.report.x = 'beta'
   config.report.x_label = 'β (log scale)'
-  config.report.caption = "All-CNN-96 on Cluttered MNIST, information dropout; chance = the digit box's share of the image"
+  config.report.caption = 'All-CNN-96 on Cluttered MNIST, information dropout (ReLU, log-uniform prior), seed 0'
   config.report.xscale = 'log'
   config.report.metrics = ('test_error_d', 'mass_in_box:*')
   config.report.heatmaps = True
