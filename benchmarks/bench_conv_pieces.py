@@ -5,10 +5,12 @@
 
 Times, per shape (batch × size × in-channels × out-channels, stride), `jax.lax.conv_general_dilated` (NHWC/HWIO,
 'SAME') jitted, its input gradient and its weight gradient (from `jax.vjp`, as `jax.grad` of a model computes them),
-then the same three with PyTorch's oneDNN kernels (`conv2d`, `torch.nn.grad.conv2d_input` / `conv2d_weight`), and
+the weight gradient written as nine 2-d matrix products (one per kernel tap), then the same three with PyTorch's
+oneDNN kernels (`conv2d`, `torch.nn.grad.conv2d_input` / `conv2d_weight`), and
 one plain matrix product of the weight gradient's inner shape ((N·H·W)ᵀ × C by N·H·W × O). Milliseconds per call,
 mean of --repeats calls after one warm-up. PyTorch is a benchmark-only extra (requirements-bench.txt).
 """
+import functools
 import time
 
 from absl import app
@@ -35,6 +37,24 @@ def _time(fn, block):
   return 1000 * (time.perf_counter() - start) / FLAGS.repeats
 
 
+def _weight_gradient_by_taps(x, dy, stride):
+  """The 3x3 'SAME' weight gradient as nine 2-d matrix products, one per kernel tap (what XLA:CPU does fast)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  n, h, _, c = x.shape
+  ho, wo, o = dy.shape[1], dy.shape[2], dy.shape[3]
+  pad = max((ho - 1) * stride + 3 - h, 0)
+  xp = jnp.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (pad // 2, pad - pad // 2), (0, 0)))
+  grad = dy.reshape(-1, o)
+  taps = []
+  for i in range(3):
+    for j in range(3):
+      tap = jax.lax.slice(xp, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                          (1, stride, stride, 1))
+      taps.append(jax.lax.dot_general(tap.reshape(-1, c), grad, (((0,), (0,)), ((), ()))))
+  return jnp.stack(taps).reshape(3, 3, c, o)
+
+
 def main(_):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -46,9 +66,9 @@ def main(_):
     print('PyTorch is not installed (pip install -r requirements-bench.txt): timing ours only.')
   print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}' +
         (f'; torch {torch.__version__}, {torch.get_num_threads()} threads' if torch else ''))
-  print('\n| shape | ours fwd | ours dx | ours dw | torch fwd | torch dx | torch dw | ours / torch, dw | '
-        'ours dw-shaped matmul | torch matmul |')
-  print('|---|---|---|---|---|---|---|---|---|---|')
+  print('\n| shape | ours fwd | ours dx | ours dw | ours dw by 9 taps | torch fwd | torch dx | torch dw | '
+        'ours / torch, dw | ours dw-shaped matmul | torch matmul |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
   rng = np.random.default_rng(0)
   for shape in FLAGS.shapes:
     n, h, c, o, s = _parse(shape)
@@ -64,7 +84,10 @@ def main(_):
     a, b = (jnp.asarray(rng.normal(size=(k, m)), jnp.float32) for m in (c, o))
     matmul = jax.jit(lambda a, b: jax.lax.dot_general(a, b, (((0,), (0,)), ((), ()))))
     block = jax.block_until_ready
-    ours = [_time(lambda: fwd(x, w), block), _time(lambda: dx(x, w, dy), block), _time(lambda: dw(x, w, dy), block)]
+    taps = jax.jit(functools.partial(_weight_gradient_by_taps, stride=s))
+    np.testing.assert_allclose(taps(x, dy), dw(x, w, dy), rtol=1e-3, atol=2e-2)
+    ours = [_time(lambda: fwd(x, w), block), _time(lambda: dx(x, w, dy), block), _time(lambda: dw(x, w, dy), block),
+            _time(lambda: taps(x, dy), block)]
     ours_mm = _time(lambda: matmul(a, b), block)
     theirs, theirs_mm = ['—'] * 3, '—'
     if torch:
@@ -79,7 +102,7 @@ def main(_):
         at, bt = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
         theirs_mm = _time(lambda: at.T @ bt, nop)
     cells = [f'{v:.1f}' if isinstance(v, float) else v for v in ours + theirs]
-    ratio = f'{ours[2] / theirs[2]:.1f}×' if torch else '—'
+    ratio = f'{ours[2] / theirs[2]:.1f}×' if torch else '—'  # XLA's own weight gradient, as jax.grad gets it.
     mm = f'{theirs_mm:.1f}' if torch else '—'
     print(f'| {shape} | ' + ' | '.join(cells) + f' | {ratio} | {ours_mm:.1f} | {mm} |', flush=True)
 
