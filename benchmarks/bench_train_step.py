@@ -6,7 +6,6 @@
 Times one `train.train_step` per call (jit on a mesh of all devices, state donated, batch pre-placed on device) and
 prints a markdown table: compile seconds, ms/step and images/s after one warm-up call. Synthetic CIFAR-shaped data.
 """
-import functools
 import os
 import sys
 import time
@@ -28,27 +27,16 @@ def _bench(method: str, filter_percentage: float):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from configs import cifar_info  # pylint: disable=g-import-not-at-top
-  from infodrop_jax import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+  import allcnn_step  # pylint: disable=g-import-not-at-top
+  from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
 
-  config = cifar_info.get_config()
-  config.model.dropout = method
-  config.model.filter_percentage = filter_percentage
-  config.model.dtype = FLAGS.dtype
-  par = parallel.Parallel.create('jit')
-  model = models.create_model(config.model, 10)
-  tx, schedule = optim.create_optimizer(config.optim, 500)
+  config = allcnn_step.cifar_config(method, filter_percentage, FLAGS.dtype)
   rng = np.random.default_rng(0)
   images = rng.normal(size=(FLAGS.batch, 32, 32, 3)).astype(np.float32)
   labels = rng.integers(0, 10, FLAGS.batch).astype(np.int32)
-  state = train.create_train_state(model, tx, images[:1], train._root_keys(0), par)
-  batch = jax.device_put({'images': images, 'labels': labels}, par.batch_sharded)
-  step = jax.jit(functools.partial(train.train_step, beta=3.0, n_train=50000, weight_decay=1e-3,
-                                   learning_rate_fn=schedule), donate_argnums=(0,))
   key = jax.random.PRNGKey(0)
-  start = time.perf_counter()
-  compiled = step.lower(state, batch, key).compile()
-  compile_s = time.perf_counter() - start
+  _, state, batch, compiled, compile_s = allcnn_step.build(config, images, labels, parallel.Parallel.create('jit'),
+                                                           key)
   state, metrics = compiled(state, batch, key)
   jax.block_until_ready(metrics)
   start = time.perf_counter()

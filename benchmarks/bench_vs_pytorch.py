@@ -35,6 +35,8 @@ import time
 from absl import app
 from absl import flags
 
+import allcnn_step  # benchmarks/, beside this script
+
 flags.DEFINE_enum('platform', 'cpu', ['cpu', 'gpu'], 'Where both frameworks run (gpu: one CUDA device each).')
 flags.DEFINE_integer('batch', 100, 'Batch size.')
 flags.DEFINE_integer('steps', 10, 'Steps per variant per timed round.')
@@ -58,7 +60,7 @@ FLAGS = flags.FLAGS
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TORCH_MISSING = ('PyTorch is not installed: pip install -r requirements-bench.txt (a benchmark-only extra, not a '
                   'dependency of infodrop_jax)')
-N_TRAIN = 50000  # CIFAR-10's training set, as bench_train_step.py.
+N_TRAIN = allcnn_step.N_TRAIN
 LEARNING_RATE = 0.01
 METHODS = ('information', 'none')  # The PyTorch model implements these two.
 
@@ -74,35 +76,22 @@ class _Ours:
   def __init__(self, method: str, filter_percentage: float, dtype: str, images, labels, num_steps: int,
                fuse_alpha: bool = False):
     import jax  # pylint: disable=g-import-not-at-top
-    from configs import cifar_info  # pylint: disable=g-import-not-at-top
-    from infodrop_jax import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+    from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
 
-    config = cifar_info.get_config()
-    config.model.dropout = method
-    config.model.filter_percentage = filter_percentage
-    config.model.dtype = dtype
+    config = allcnn_step.cifar_config(method, filter_percentage, dtype)
     config.model.fuse_alpha = fuse_alpha
     config.optim.learning_rate = LEARNING_RATE
     self.config = config
     self.name = f'ours jax.jit{" fused α" if fuse_alpha else ""} {dtype}'
     self.group = dtype
-    # One device, as the PyTorch side: the default mesh would spread ours over every GPU of the machine.
-    par = parallel.Parallel.create('jit', devices=jax.devices()[:1])
-    self.model = models.create_model(config.model, 10)
-    tx, schedule = optim.create_optimizer(config.optim, 500)
-    keys = train._root_keys(0)  # pylint: disable=protected-access
-    self.state = train.create_train_state(self.model, tx, images[:1], keys, par)
-    self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
-    self.batch = jax.device_put({'images': images, 'labels': labels}, par.batch_sharded)
     # Keys drawn up front, so the timed loop dispatches the step and nothing else.
     self._keys = list(jax.random.split(jax.random.PRNGKey(0), num_steps))
     self._i = 0
-    step = jax.jit(functools.partial(train.train_step, beta=float(config.loss.beta), n_train=N_TRAIN,
-                                     weight_decay=float(config.loss.weight_decay), learning_rate_fn=schedule),
-                   donate_argnums=(0,))
-    start = time.perf_counter()
-    self._step = step.lower(self.state, self.batch, self._keys[0]).compile()
-    self.compile_s = time.perf_counter() - start
+    # One device, as the PyTorch side: the default mesh would spread ours over every GPU of the machine.
+    par = parallel.Parallel.create('jit', devices=jax.devices()[:1])
+    self.model, self.state, self.batch, self._step, self.compile_s = allcnn_step.build(
+        config, images, labels, par, self._keys[0])
+    self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
     self._block = jax.block_until_ready
 
   def run(self, steps: int) -> tuple[float, tuple[float, float, float]]:

@@ -1,0 +1,34 @@
+"""The All-CNN-32 train step the benchmarks time: one jitted, state-donating `train.train_step` (no flags here).
+
+Shared by bench_train_step.py and bench_vs_pytorch.py, so both time exactly the step the trainer compiles.
+"""
+import functools
+import time
+
+N_TRAIN = 50000  # CIFAR-10's training set: the n_train of Lz.
+
+
+def cifar_config(method: str, filter_percentage: float, dtype: str = 'float32'):
+  """configs/cifar_info.py with the dropout method, width and compute dtype set."""
+  from configs import cifar_info  # pylint: disable=g-import-not-at-top
+  config = cifar_info.get_config()
+  config.model.dropout = method
+  config.model.filter_percentage = filter_percentage
+  config.model.dtype = dtype
+  return config
+
+
+def build(config, images, labels, par, key):
+  """(model, state, batch, compiled step, compile seconds) for `config` on `par`'s mesh, batch pre-placed."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from infodrop_jax import models, optim, train  # pylint: disable=g-import-not-at-top
+  model = models.create_model(config.model, 10)
+  tx, schedule = optim.create_optimizer(config.optim, 500)
+  state = train.create_train_state(model, tx, images[:1], train._root_keys(0), par)  # pylint: disable=protected-access
+  batch = jax.device_put({'images': images, 'labels': labels}, par.batch_sharded)
+  step = jax.jit(functools.partial(train.train_step, beta=float(config.loss.beta), n_train=N_TRAIN,
+                                   weight_decay=float(config.loss.weight_decay), learning_rate_fn=schedule),
+                 donate_argnums=(0,))
+  start = time.perf_counter()
+  compiled = step.lower(state, batch, key).compile()
+  return model, state, batch, compiled, time.perf_counter() - start
