@@ -18,17 +18,22 @@ def cifar_config(method: str, filter_percentage: float, dtype: str = 'float32'):
   return config
 
 
-def build(config, images, labels, par, key):
-  """(model, state, batch, compiled step, compile seconds) for `config` on `par`'s mesh, batch pre-placed."""
+def build(config, images, labels, par, key, xla_cpu_defaults: bool = False):
+  """(model, state, batch, compiled step, compile seconds) for `config` on `par`'s mesh, batch pre-placed.
+
+  The step gets the trainer's XLA options (`parallel.cpu_compiler_options` on CPU); `xla_cpu_defaults` compiles it
+  with XLA's own defaults instead, for comparison.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from infodrop_jax import models, optim, train  # pylint: disable=g-import-not-at-top
   model = models.create_model(config.model, 10)
   tx, schedule = optim.create_optimizer(config.optim, 500)
   state = train.create_train_state(model, tx, images[:1], train._root_keys(0), par)  # pylint: disable=protected-access
   batch = jax.device_put({'images': images, 'labels': labels}, par.batch_sharded)
-  step = jax.jit(functools.partial(train.train_step, beta=float(config.loss.beta), n_train=N_TRAIN,
-                                   weight_decay=float(config.loss.weight_decay), learning_rate_fn=schedule),
-                 donate_argnums=(0,))
+  jit = jax.jit if xla_cpu_defaults else par.jit
+  step = jit(functools.partial(train.train_step, beta=float(config.loss.beta), n_train=N_TRAIN,
+                               weight_decay=float(config.loss.weight_decay), learning_rate_fn=schedule),
+             donate_argnums=(0,))
   start = time.perf_counter()
   compiled = step.lower(state, batch, key).compile()
   return model, state, batch, compiled, time.perf_counter() - start

@@ -7,7 +7,9 @@
 Per filter percentage and method ('information': Information Dropout on both pooling layers; 'none': the same net
 without the noise) it builds these variants of one SGD step (Nesterov momentum 0.9, lr 0.01, loss CE + beta·Lz +
 weight_decay·Σ||w||²/2 with beta 3, N_train 50,000, weight decay 1e-3, synthetic CIFAR-shaped data):
-- ours: `jax.jit` of `train.train_step` on one device, state donated, batch pre-placed (as bench_train_step.py);
+- ours: `jax.jit` of `train.train_step` on one device, state donated, batch pre-placed (as bench_train_step.py),
+  with the trainer's XLA options (on CPU: YNNPACK's convolutions off, `parallel.cpu_compiler_options`);
+  `--xla_cpu_kernels=ours,default` also times it with XLA's own CPU defaults;
 - torch eager: the PyTorch model below, float32, `torch.set_num_threads` left at its default (`--torch_threads`);
 - torch.compile (`--torch_compile`; on by default on GPU only, since it compiles slowly on CPU) of model + loss,
   with backward and the optimizer step eager;
@@ -53,6 +55,8 @@ flags.DEFINE_integer('torch_threads', None, "torch.set_num_threads; default: PyT
 flags.DEFINE_bool('cudnn_benchmark', True, 'torch.backends.cudnn.benchmark on gpu (XLA autotunes its convs too).')
 flags.DEFINE_list('fuse_alpha', ['true'], "Ours with config.model.fuse_alpha on (the default) and/or off "
                   "('false,true' times both in the same run; only the information method has an alpha projection).")
+flags.DEFINE_list('xla_cpu_kernels', ['ours'], "CPU only: ours with the trainer's XLA options "
+                  "(parallel.cpu_compiler_options, 'ours') and/or XLA's own defaults ('default').")
 flags.DEFINE_bool('check', True, 'Check the first-step losses of every variant (finite, CE near log 10).')
 flags.DEFINE_string('json', None, 'Also write all numbers to this JSON file.')
 FLAGS = flags.FLAGS
@@ -74,7 +78,7 @@ class _Ours:
   torch_compiled = False
 
   def __init__(self, method: str, filter_percentage: float, dtype: str, images, labels, num_steps: int,
-               fuse_alpha: bool = False):
+               fuse_alpha: bool = False, xla_cpu_defaults: bool = False):
     import jax  # pylint: disable=g-import-not-at-top
     from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
 
@@ -82,7 +86,8 @@ class _Ours:
     config.model.fuse_alpha = fuse_alpha
     config.optim.learning_rate = LEARNING_RATE
     self.config = config
-    self.name = f'ours jax.jit{" fused α" if fuse_alpha else ""} {dtype}'
+    self.name = (f'ours jax.jit{" fused α" if fuse_alpha else ""}{" XLA:CPU default kernels" if xla_cpu_defaults else ""}'
+                 f' {dtype}')
     self.group = dtype
     # Keys drawn up front, so the timed loop dispatches the step and nothing else.
     self._keys = list(jax.random.split(jax.random.PRNGKey(0), num_steps))
@@ -90,7 +95,7 @@ class _Ours:
     # One device, as the PyTorch side: the default mesh would spread ours over every GPU of the machine.
     par = parallel.Parallel.create('jit', devices=jax.devices()[:1])
     self.model, self.state, self.batch, self._step, self.compile_s = allcnn_step.build(
-        config, images, labels, par, self._keys[0])
+        config, images, labels, par, self._keys[0], xla_cpu_defaults=xla_cpu_defaults)
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
     self._block = jax.block_until_ready
 
@@ -283,11 +288,16 @@ def _run_cell(method: str, filter_percentage: float, images, labels, device: str
   for group in groups:
     fuse_values = sorted({flag.lower() in ('true', '1', 'yes') for flag in FLAGS.fuse_alpha}) \
         if method == 'information' else [False]
+    kernel_values = sorted({kernels == 'default' for kernels in FLAGS.xla_cpu_kernels}) if device == 'cpu' \
+        else [False]
     for fuse_alpha in fuse_values:
-      _log(f'[{label}] compiling ours {group}{" fused" if fuse_alpha else ""}')
-      variant = _Ours(method, filter_percentage, group, images, labels, num_steps, fuse_alpha=fuse_alpha)
-      ours = ours or variant
-      entries.append((variant.name, group, 'ours', variant))
+      for xla_cpu_defaults in kernel_values:
+        _log(f'[{label}] compiling ours {group}{" fused" if fuse_alpha else ""}'
+             f'{" XLA:CPU default kernels" if xla_cpu_defaults else ""}')
+        variant = _Ours(method, filter_percentage, group, images, labels, num_steps, fuse_alpha=fuse_alpha,
+                        xla_cpu_defaults=xla_cpu_defaults)
+        ours = ours or variant
+        entries.append((variant.name, group, 'ours', variant))
     for compiled in [False] + ([True] if torch_compile else []):
       name = _torch_name(compiled, group == 'bfloat16')
       try:
@@ -381,6 +391,11 @@ def _check(label: str, variants: list, first: dict) -> None:
 # --- report ---------------------------------------------------------------------------------------------------------
 
 
+def _ours_compiler_options(jax) -> str:
+  from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
+  return str(parallel.compiler_options(jax.devices()[:1]))
+
+
 def _machine(torch, jax, device: str) -> dict:
   import flax  # pylint: disable=g-import-not-at-top
   import jaxlib  # pylint: disable=g-import-not-at-top
@@ -394,7 +409,8 @@ def _machine(torch, jax, device: str) -> dict:
               python=platform.python_version(), jax=jax.__version__, jaxlib=jaxlib.__version__,
               flax=flax.__version__, torch=torch.__version__, torch_num_threads=torch.get_num_threads(),
               torch_num_interop_threads=torch.get_num_interop_threads(),
-              XLA_FLAGS=os.environ.get('XLA_FLAGS', ''), OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', ''),
+              XLA_FLAGS=os.environ.get('XLA_FLAGS', ''), ours_compiler_options=_ours_compiler_options(jax),
+              OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', ''),
               date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'))
   if device == 'cuda':
     info.update(torch_device=torch.cuda.get_device_name(0), cudnn=torch.backends.cudnn.version(),
@@ -428,6 +444,9 @@ def main(argv):
   for method in FLAGS.methods:
     if method not in METHODS:
       raise app.UsageError(f'--methods: {method!r} is not one of {METHODS} (the PyTorch model has only these).')
+  for kernels in FLAGS.xla_cpu_kernels:
+    if kernels not in ('ours', 'default'):
+      raise app.UsageError(f"--xla_cpu_kernels: {kernels!r} is not 'ours' or 'default'.")
   for name in ('batch', 'steps', 'rounds', 'warmup'):
     if FLAGS[name].value < 1:
       raise app.UsageError(f'--{name} must be at least 1.')

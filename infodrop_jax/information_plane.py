@@ -232,7 +232,7 @@ class CaptureHook:
         out.update(ce_n=jnp.mean(ce_n), error_n=jnp.mean(error_n))
         return out
 
-      self._fn = jax.jit(analyse)
+      self._fn = run.parallel.jit(analyse)
     return self._fn
 
   # --- the hook ---

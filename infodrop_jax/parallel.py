@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
+import warnings
 
 import jax
 import numpy as np
@@ -24,6 +26,40 @@ AXIS = 'batch'
 MODES = ('jit', 'pmap')
 
 PyTree = Any
+
+# XLA:CPU (jaxlib 0.10) hands convolutions, dots and reductions to YNNPACK. Its convolutions are 2-5x slower than
+# the Eigen kernels XLA falls back to (weight gradients worst; conv-by-conv figures in benchmarks/RESULTS.md), and a
+# CPU train step of All-CNN-32 runs 1.8-1.9x faster without them; its dots and reductions are kept (without them
+# XLA's own reductions make BatchNorm ~10x slower). The option is experimental: `cpu_compiler_options` checks that
+# this jaxlib takes it and otherwise leaves XLA's defaults.
+_YNN_FUSION_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
+_CPU_COMPILER_OPTIONS = {_YNN_FUSION_OPTION: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+
+
+@functools.cache
+def cpu_compiler_options() -> dict[str, str]:
+  """The XLA options every compiled function of ours gets on a CPU device ({} when this jaxlib lacks them).
+
+  A user's own `--xla_cpu_experimental_ynn_fusion_type` in XLA_FLAGS wins: then nothing is overridden. Pass the
+  result to `jax.jit(..., compiler_options=...)` to give a model of your own the same CPU kernels.
+  """
+  if _YNN_FUSION_OPTION in os.environ.get('XLA_FLAGS', ''):
+    return {}
+  try:
+    probe = jax.device_put(np.float32(0), jax.devices('cpu')[0])
+    jax.jit(lambda x: x + 1, compiler_options=_CPU_COMPILER_OPTIONS).lower(probe).compile()
+  except Exception as error:  # pylint: disable=broad-except
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    warnings.warn(f'XLA:CPU does not take {_CPU_COMPILER_OPTIONS} ({reason}); its default CPU kernels are used.',
+                  stacklevel=2)
+    return {}
+  return dict(_CPU_COMPILER_OPTIONS)
+
+
+def compiler_options(devices: Any) -> dict[str, str] | None:
+  """`cpu_compiler_options()` when `devices` (a device, a list or a Mesh's array) are CPUs; None otherwise."""
+  first = np.asarray(devices, dtype=object).flat[0]
+  return (cpu_compiler_options() or None) if first.platform == 'cpu' else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,10 +156,22 @@ class Parallel:
       return tree
     return self.to_device_layout_host(first_replica_to_host(tree))
 
+  @property
+  def compiler_options(self) -> dict[str, str] | None:
+    """XLA options for this mesh's devices (`compiler_options`): what `compile` and `jit` give every function."""
+    return compiler_options(self.mesh.devices)
+
+  def jit(self, fn: Callable[..., Any], **jit_kwargs) -> Callable[..., Any]:
+    """`jax.jit(fn, **jit_kwargs)` with this mesh's `compiler_options`."""
+    return jax.jit(fn, compiler_options=self.compiler_options, **jit_kwargs)
+
   def compile(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
-    """`fn(*args, axis_name=None|AXIS)` compiled for this mode: `jax.jit`, or `jax.pmap` over axis AXIS."""
+    """`fn(*args, axis_name=None|AXIS)` compiled for this mode: `jax.jit`, or `jax.pmap` over axis AXIS.
+
+    pmap takes no compiler options, so a pmap-mode run on CPU devices keeps XLA's default CPU kernels.
+    """
     if self.mode == 'jit':
-      return jax.jit(functools.partial(fn, axis_name=None), donate_argnums=donate_argnums)
+      return self.jit(functools.partial(fn, axis_name=None), donate_argnums=donate_argnums)
     return jax.pmap(functools.partial(fn, axis_name=AXIS), axis_name=AXIS, donate_argnums=donate_argnums)
 
   def to_global(self, tree: PyTree) -> PyTree:

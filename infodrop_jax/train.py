@@ -239,8 +239,8 @@ class _Run:
     self.host_loops = (parallel.mode == 'jit' and parallel.num_devices == 1
                        and jax.devices()[0].platform == 'cpu')
     # One compiled re-estimation step and one test batch, for the host-driven loops (compiled on first use).
-    self._host_bn_fn = jax.jit(self._bn_body)
-    self._host_test_fn = jax.jit(self._test_body, static_argnums=3)
+    self._host_bn_fn = parallel.jit(self._bn_body)
+    self._host_test_fn = parallel.jit(self._test_body, static_argnums=3)
 
   def model_inputs(self, batch: Batch, key: jax.Array, axis_name: str | None = None) -> Batch:
     """The batch as the model sees it: with preprocess='binarize_stochastic', a fresh binarisation per use.

@@ -138,7 +138,7 @@ class _Forward:
                              capture_intermediates=_is_noise_call)
       return kl_lib.kl_maps_by_layer(state.get(kl_lib.KL_COLLECTION)), _noise_outputs(state.get('intermediates', {}))
 
-    self._fn = jax.jit(forward, static_argnums=3)
+    self._fn = run.parallel.jit(forward, static_argnums=3)
 
   def __call__(self, raw_images: np.ndarray, key: jax.Array, deterministic: bool):
     return self._fn(self.variables, jnp.asarray(raw_images), key, deterministic)
