@@ -86,8 +86,8 @@ class _Ours:
     config.model.fuse_alpha = fuse_alpha
     config.optim.learning_rate = LEARNING_RATE
     self.config = config
-    self.name = (f'ours jax.jit{" fused α" if fuse_alpha else ""}{" XLA:CPU default kernels" if xla_cpu_defaults else ""}'
-                 f' {dtype}')
+    kernels = ' XLA:CPU default kernels' if xla_cpu_defaults else ''
+    self.name = f'ours jax.jit{" fused α" if fuse_alpha else ""}{kernels} {dtype}'
     self.group = dtype
     # Keys drawn up front, so the timed loop dispatches the step and nothing else.
     self._keys = list(jax.random.split(jax.random.PRNGKey(0), num_steps))

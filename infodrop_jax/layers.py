@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from infodrop_jax import convolution
 from infodrop_jax import kl as kl_lib
 
 Array = jax.Array
@@ -391,8 +392,9 @@ class InformationDropoutConv(_NoisyProjection):
     return tuple(value) if isinstance(value, Sequence) else (value,) * max(x.ndim - 2, 1)
 
   def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
-    return nn.Conv(self.features, self._spatial(self.kernel_size, x), strides=self._spatial(self.strides, x),
-                   padding=self.padding, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    return convolution.Conv(self.features, self._spatial(self.kernel_size, x),
+                            strides=self._spatial(self.strides, x), padding=self.padding, use_bias=use_bias,
+                            dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
   def _window(self, x: Array) -> tuple[int, ...]:
     window = self._spatial(self.kernel_size, x)
@@ -408,8 +410,8 @@ class InformationDropoutConv(_NoisyProjection):
     numbers = jax.lax.ConvDimensionNumbers(lhs, (ndim - 1, ndim - 2, *range(ndim - 2)), lhs)
     if self.padding not in ('SAME', 'VALID'):
       raise ValueError(f"{type(self).__name__}: fuse_alpha supports padding 'SAME' or 'VALID', got {self.padding!r}.")
-    return jax.lax.conv_general_dilated(x, kernel, self._spatial(self.strides, x), self.padding,
-                                        dimension_numbers=numbers)
+    return convolution.conv_general_dilated(x, kernel, self._spatial(self.strides, x), self.padding,
+                                            dimension_numbers=numbers)
 
 
 class InformationDropoutDense(_NoisyProjection):

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from infodrop_jax import convolution
 from infodrop_jax import layers
 
 MODEL_NAMES = ('all_cnn_32', 'all_cnn_96', 'mlp')
@@ -47,7 +48,7 @@ class _NoiseSettings(nn.Module):
                      fuse_alpha=self.fuse_alpha, name=name, **kwargs)
 
   def _conv_bn_act(self, x: jax.Array, features: int, kernel: int, name: str, use_running_average: bool) -> jax.Array:
-    x = nn.Conv(features, (kernel, kernel), padding='SAME', use_bias=False, dtype=self.dtype, name=name)(x)
+    x = convolution.Conv(features, (kernel, kernel), padding='SAME', use_bias=False, dtype=self.dtype, name=name)(x)
     x = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, dtype=self.dtype,
                      name=f'{name}_bn', **_ORIGINAL_BN)(x)
     return layers.ACTIVATIONS[self.activation](x)

@@ -62,6 +62,31 @@ def compiler_options(devices: Any) -> dict[str, str] | None:
   return (cpu_compiler_options() or None) if first.platform == 'cpu' else None
 
 
+class OptionsJit:
+  """`jax.jit(fn, compiler_options=options)` that may also be called inside another trace (jit, eval_shape, vmap).
+
+  XLA takes compiler options only for a top-level computation, and JAX refuses them on a nested jit; there the
+  function is traced without them and the enclosing computation's options apply. `lower`, `trace` and the rest are
+  the top-level jit's.
+  """
+
+  def __init__(self, fn: Callable[..., Any], options: dict[str, str], **jit_kwargs):
+    self._top_level = jax.jit(fn, compiler_options=options, **jit_kwargs)
+    self._nested = jax.jit(fn, **jit_kwargs)
+
+  def __call__(self, *args, **kwargs):
+    if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+      try:
+        return self._top_level(*args, **kwargs)
+      except ValueError as error:  # Called inside a trace with only constant arguments.
+        if 'top-level' not in str(error):
+          raise
+    return self._nested(*args, **kwargs)
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._top_level, name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Parallel:
   """How a run spreads over devices. Build it with `Parallel.create(mode)` after `jax.distributed` is up."""
@@ -162,8 +187,9 @@ class Parallel:
     return compiler_options(self.mesh.devices)
 
   def jit(self, fn: Callable[..., Any], **jit_kwargs) -> Callable[..., Any]:
-    """`jax.jit(fn, **jit_kwargs)` with this mesh's `compiler_options`."""
-    return jax.jit(fn, compiler_options=self.compiler_options, **jit_kwargs)
+    """`jax.jit(fn, **jit_kwargs)` with this mesh's `compiler_options` (see `OptionsJit`)."""
+    options = self.compiler_options
+    return OptionsJit(fn, options, **jit_kwargs) if options else jax.jit(fn, **jit_kwargs)
 
   def compile(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
     """`fn(*args, axis_name=None|AXIS)` compiled for this mode: `jax.jit`, or `jax.pmap` over axis AXIS.

@@ -52,6 +52,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from infodrop_jax import convolution
 from infodrop_jax import echo
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import layers
@@ -151,7 +152,7 @@ class ConvEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     for features, stride in ((32, 1), (32, 2), (64, 1), (64, 2)):
-      x = nn.relu(nn.Conv(features, (5, 5), strides=(stride, stride), padding='SAME')(x))
+      x = nn.relu(convolution.Conv(features, (5, 5), strides=(stride, stride), padding='SAME')(x))
     x = nn.relu(nn.Conv(256, (7, 7), padding='VALID')(x))
     return x.reshape(x.shape[0], -1)
 

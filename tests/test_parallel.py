@@ -103,3 +103,15 @@ def test_an_option_this_jaxlib_refuses_falls_back_to_xla_defaults(fresh_options,
   monkeypatch.setattr(parallel_lib, '_CPU_COMPILER_OPTIONS', {'xla_cpu_no_such_option_for_test': 'x'})
   with pytest.warns(UserWarning, match='xla_cpu_no_such_option_for_test'):
     assert parallel_lib.cpu_compiler_options() == {}
+
+
+def test_a_jit_with_options_may_be_called_inside_other_traces():
+  _tuned_or_skip()
+  double = parallel_lib.Parallel.create('jit', devices=jax.devices()[:1]).jit(lambda x: 2 * x)
+  x = jnp.arange(3.0)
+  np.testing.assert_array_equal(double(x), 2 * x)
+  assert jax.eval_shape(double, x).shape == (3,)
+  np.testing.assert_array_equal(jax.jit(lambda x: double(x) + 1)(x), 2 * x + 1)
+  np.testing.assert_array_equal(jax.jit(lambda: double(np.arange(3.0)))(), 2 * x)  # Constant arguments only.
+  np.testing.assert_array_equal(jax.vmap(double)(x), 2 * x)
+  assert 'convolution' not in double.lower(x).compile().as_text()

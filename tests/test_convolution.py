@@ -1,0 +1,129 @@
+"""convolution.conv_general_dilated: lax's values and gradients exactly, the polyphase input gradient on CPU only."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from infodrop_jax import convolution
+from infodrop_jax import layers
+
+_CASES = [  # (spatial shape, window, strides, padding)
+    ((8, 8), (3, 3), (2, 2), 'SAME'),  # All-CNN's pooling convolutions.
+    ((9, 7), (3, 3), (2, 2), 'SAME'),  # Odd sizes: the phases have different lengths.
+    ((8, 8), (3, 3), (2, 2), 'VALID'),  # The last row and column reach no output.
+    ((10, 11), (5, 5), (2, 3), 'SAME'),  # The VAE encoder's 5x5; different strides per axis.
+    ((8, 8), (3, 3), (2, 1), 'SAME'),
+    ((8, 8), (1, 1), (2, 2), 'SAME'),  # Phases no tap reaches: zero gradient there.
+    ((8, 8), (2, 2), (2, 2), 'VALID'),
+    ((9, 9), (4, 4), (3, 3), 'SAME'),
+    ((8, 8), (3, 3), (2, 2), ((2, 0), (1, 3))),  # Explicit, asymmetric padding.
+    ((12,), (3,), (3,), 'SAME'),  # 1-D.
+    ((6, 6, 6), (3, 3, 3), (2, 2, 2), 'SAME'),  # 3-D.
+]
+
+
+def _operands(spatial, window, seed=0, batch=2, features=(3, 5)):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.normal(size=(batch, *spatial, features[0])), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(*window, *features)), jnp.float32)
+  return x, w
+
+
+def _both(strides, padding, ndim, **kwargs):
+  numbers = convolution._features_last(ndim)
+  ours = lambda x, w: convolution.conv_general_dilated(x, w, strides, padding, dimension_numbers=numbers, **kwargs)
+  ref = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=numbers, **kwargs)
+  return ours, ref
+
+
+@pytest.mark.parametrize('spatial,window,strides,padding', _CASES)
+def test_values_and_both_gradients_equal_lax(spatial, window, strides, padding):
+  x, w = _operands(spatial, window)
+  ours, ref = _both(strides, padding, x.ndim)
+  y = ref(x, w)
+  np.testing.assert_allclose(ours(x, w), y, rtol=1e-6, atol=1e-6)
+  cotangent = jnp.asarray(np.random.default_rng(1).normal(size=y.shape), jnp.float32)
+  expected = jax.vjp(ref, x, w)[1](cotangent)
+  got = jax.jit(lambda x, w, c: jax.vjp(ours, x, w)[1](c))(x, w, cotangent)
+  for g, e in zip(got, expected):
+    assert g.shape == e.shape and g.dtype == e.dtype
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_second_order_and_vmap_match_lax():
+  x, w = _operands((8, 8), (3, 3))
+  ours, ref = _both((2, 2), 'SAME', x.ndim)
+  loss = lambda conv: (lambda x, w: jnp.sum(jnp.tanh(conv(x, w))))
+  np.testing.assert_allclose(jax.grad(lambda w: jnp.sum(jax.grad(loss(ours))(x, w) ** 2))(w),
+                             jax.grad(lambda w: jnp.sum(jax.grad(loss(ref))(x, w) ** 2))(w), rtol=1e-4, atol=1e-4)
+  xs = jnp.stack([x, 2 * x])
+  np.testing.assert_allclose(jax.vmap(jax.grad(loss(ours)), (0, None))(xs, w),
+                             jax.vmap(jax.grad(loss(ref)), (0, None))(xs, w), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_gradients_keep_their_dtype():
+  x, w = (a.astype(jnp.bfloat16) for a in _operands((8, 8), (3, 3)))
+  ours, ref = _both((2, 2), 'SAME', x.ndim)
+  got = jax.grad(lambda x, w: jnp.sum(ours(x, w).astype(jnp.float32)), (0, 1))(x, w)
+  expected = jax.grad(lambda x, w: jnp.sum(ref(x, w).astype(jnp.float32)), (0, 1))(x, w)
+  for g, e in zip(got, expected):
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_allclose(g.astype(jnp.float32), e.astype(jnp.float32), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(dimension_numbers=('NCHW', 'OIHW', 'NCHW')),  # Not features-last.
+    dict(rhs_dilation=(2, 2)),
+    dict(lhs_dilation=(2, 2), padding=((1, 1), (1, 1))),
+    dict(feature_group_count=3),
+    dict(padding=((-1, 0), (0, 0))),  # Cropping.
+    dict(window_strides=(1, 1)),  # Nothing to gain: XLA's own gradient.
+])
+def test_everything_else_is_lax_itself(kwargs):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 6)), jnp.float32)
+  w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 6 // kwargs.get('feature_group_count', 1), 6)),
+                  jnp.float32)
+  if kwargs.get('dimension_numbers'):
+    x, w = jnp.transpose(x, (0, 3, 1, 2)), jnp.transpose(w, (3, 2, 0, 1))
+  call = dict(window_strides=(2, 2), padding='SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  call.update(kwargs)
+  ours = lambda x, w: convolution.conv_general_dilated(x, w, **call)
+  ref = lambda x, w: jax.lax.conv_general_dilated(x, w, **call)
+  assert 'custom_vjp' not in str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(ours(x, w))))(x))
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(ours(x, w) ** 2))(x),
+                             jax.grad(lambda x: jnp.sum(ref(x, w) ** 2))(x), rtol=1e-6, atol=1e-6)
+
+
+def _lowered_gradient(platform):
+  x, w = _operands((8, 8), (3, 3))
+  ours, _ = _both((2, 2), 'SAME', x.ndim)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(ours(x, w) ** 2)))
+  return grad.trace(x).lower(lowering_platforms=(platform,)).as_text()
+
+
+def test_the_polyphase_form_is_lowered_for_cpu_and_xla_own_elsewhere():
+  assert 'lhs_dilate = [2, 2]' not in _lowered_gradient('cpu')
+  assert 'lhs_dilate = [2, 2]' in _lowered_gradient('cuda')
+
+
+def test_a_strided_information_dropout_step_has_no_dilated_convolution_on_cpu():
+  layer = layers.InformationDropoutConv(8, kernel_size=3, strides=2, fuse_alpha=True)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 6)), jnp.float32)
+  variables = layer.init({'params': jax.random.PRNGKey(0), 'noise': jax.random.PRNGKey(1)}, x, deterministic=False)
+
+  def loss(params, x):
+    y, _ = layer.apply({**variables, 'params': params}, x, deterministic=False, rngs={'noise': jax.random.PRNGKey(2)},
+                       mutable=['kl'])
+    return jnp.sum(y ** 2)
+  text = jax.jit(jax.grad(loss, (0, 1))).lower(variables['params'], x).compile().as_text()
+  assert ' convolution(' in text and 'lhs_dilate' not in text
+
+
+def test_conv_declares_the_parameters_of_nn_conv():
+  x = jnp.ones((2, 8, 8, 3))
+  ours = convolution.Conv(4, (3, 3), strides=2).init(jax.random.PRNGKey(0), x)
+  theirs = nn.Conv(4, (3, 3), strides=2).init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_array_equal(a, b)
