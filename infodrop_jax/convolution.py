@@ -1,14 +1,22 @@
-"""`conv_general_dilated`: `jax.lax.conv_general_dilated` whose strided convolutions differentiate faster on CPU.
+"""`conv_general_dilated`: `jax.lax.conv_general_dilated` whose gradients XLA:CPU runs on its fast kernels.
 
-JAX differentiates a strided convolution with respect to its input as a convolution of the output gradient dilated
-by the stride: stride − 1 zeros between neighbouring entries, which XLA:CPU multiplies through (stride² as much
-arithmetic for stride 2 in 2-D). Here that gradient is the *polyphase* form instead: every input position of one
-phase (its index modulo the stride, per axis) receives the output gradient through the same few kernel taps, so
-each phase is one small stride-1 convolution of the undilated output gradient with those taps, and the phases are
-interleaved back. Same arithmetic as the forward pass, same result to float rounding; on CPU 1.5–2.3x faster for
-the stride-2 3x3 convolutions of All-CNN (`benchmarks/bench_conv_pieces.py`). The forward pass and the kernel
-gradient are XLA's own, and on other platforms (cuDNN has its own strided input gradient) so is the input
-gradient: `jax.lax.platform_dependent` picks the form when the step is lowered.
+XLA:CPU runs a convolution on its fast (Eigen) kernels when the convolution has, or can be rewritten into, the
+form (batch, *spatial, features) × (*window, in, out) → (batch, *spatial, features). The rewrite
+(ConvCanonicalization) visits only the entry computation, and the two gradient convolutions JAX emits are not in
+that form: inside a loop (`lax.scan`, as a multi-step train chunk compiles) they become a naive loop nest, 35-70x
+slower (`benchmarks/RESULTS.md`). On CPU the custom VJP here writes both gradients in that form itself:
+
+* the kernel gradient as the convolution of the input, transposed to (in, *spatial, batch), with the output
+  gradient, transposed to (*spatial, batch, out) and dilated by the strides as a window: what the rewrite would do;
+* the input gradient in the *polyphase* form: every input position of one phase (its index modulo the stride, per
+  axis) receives the output gradient through the same few kernel taps, so each phase is one stride-1 convolution of
+  the undilated output gradient with those (flipped) taps, and the phases are interleaved back. For stride 1 that
+  is the usual flipped-kernel convolution; for stride 2 it avoids the zeros JAX's form dilates the output gradient
+  with (stride² the arithmetic in 2-D): 1.5-2.3x faster for All-CNN's stride-2 3x3 convolutions
+  (`benchmarks/bench_conv_pieces.py`).
+
+Same results to float rounding. The forward pass is XLA's own, and on other platforms so are both gradients (cuDNN
+has its own): `jax.lax.platform_dependent` picks the form when the step is lowered.
 
 `Conv` is `nn.Conv` with it (the layers and models of this package use it; the parameters are nn.Conv's own); pass it
 to a Flax conv of your own as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`. It handles the
@@ -34,10 +42,10 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int], 
                          lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
                          dimension_numbers: Any = None, feature_group_count: int = 1, batch_group_count: int = 1,
                          precision: Any = None, preferred_element_type: Any = None) -> Array:
-  """`jax.lax.conv_general_dilated`, the same arguments and result; strided features-last ones get the polyphase
-  input gradient on CPU (module docstring)."""
+  """`jax.lax.conv_general_dilated`, the same arguments and result; features-last ones get the gradients of the
+  module docstring on CPU."""
   strides = tuple(int(s) for s in window_strides)
-  if not _polyphase_applies(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+  if not _custom_gradients_apply(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
                             batch_group_count, preferred_element_type):
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, batch_group_count, precision,
@@ -48,7 +56,7 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int], 
   if any(lo < 0 or hi < 0 for lo, hi in pads):  # Cropping: rare enough to leave to XLA.
     return jax.lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=dimension_numbers,
                                         precision=precision)
-  return _strided_conv(lhs, rhs, strides, pads, precision)
+  return _conv(lhs, rhs, strides, pads, precision)
 
 
 def _features_last(ndim: int) -> jax.lax.ConvDimensionNumbers:
@@ -57,9 +65,9 @@ def _features_last(ndim: int) -> jax.lax.ConvDimensionNumbers:
   return jax.lax.ConvDimensionNumbers(lhs, (ndim - 1, ndim - 2, *range(ndim - 2)), lhs)
 
 
-def _polyphase_applies(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
-                       batch_group_count, preferred_element_type) -> bool:
-  if lhs.ndim < 3 or lhs.ndim != rhs.ndim or len(strides) != lhs.ndim - 2 or all(s == 1 for s in strides):
+def _custom_gradients_apply(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+                            batch_group_count, preferred_element_type) -> bool:
+  if lhs.ndim < 3 or lhs.ndim != rhs.ndim or len(strides) != lhs.ndim - 2:
     return False
   if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
     return False
@@ -75,30 +83,47 @@ def _lax_conv(lhs, rhs, strides, pads, precision):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _strided_conv(lhs, rhs, strides, pads, precision):
+def _conv(lhs, rhs, strides, pads, precision):
   return _lax_conv(lhs, rhs, strides, pads, precision)
 
 
-def _strided_conv_fwd(lhs, rhs, strides, pads, precision):
+def _conv_fwd(lhs, rhs, strides, pads, precision):
   return _lax_conv(lhs, rhs, strides, pads, precision), (lhs, rhs)
 
 
-def _strided_conv_bwd(strides, pads, precision, residuals, grad):
+def _conv_bwd(strides, pads, precision, residuals, grad):
   lhs, rhs = residuals
-  _, kernel_vjp = jax.vjp(lambda kernel: _lax_conv(lhs, kernel, strides, pads, precision), rhs)
-  (rhs_grad,) = kernel_vjp(grad)
 
-  def xla_input_gradient(grad, rhs):
-    _, input_vjp = jax.vjp(lambda x: _lax_conv(x, rhs, strides, pads, precision), lhs)
-    return input_vjp(grad)[0]
+  def xla_gradients(lhs, rhs, grad):
+    _, conv_vjp = jax.vjp(lambda x, kernel: _lax_conv(x, kernel, strides, pads, precision), lhs, rhs)
+    return conv_vjp(grad)
 
-  polyphase = functools.partial(polyphase_input_gradient, input_shape=lhs.shape, strides=strides, pads=pads,
-                                precision=precision)
-  lhs_grad = jax.lax.platform_dependent(grad, rhs, cpu=polyphase, default=xla_input_gradient)
-  return lhs_grad.astype(lhs.dtype), rhs_grad
+  def canonical_gradients(lhs, rhs, grad):
+    lhs_grad = polyphase_input_gradient(grad, rhs, input_shape=lhs.shape, strides=strides, pads=pads,
+                                        precision=precision)
+    return lhs_grad, canonical_kernel_gradient(lhs, grad, window=rhs.shape[:-2], strides=strides, pads=pads,
+                                               precision=precision)
+
+  lhs_grad, rhs_grad = jax.lax.platform_dependent(lhs, rhs, grad, cpu=canonical_gradients, default=xla_gradients)
+  return lhs_grad.astype(lhs.dtype), rhs_grad.astype(rhs.dtype)
 
 
-_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def canonical_kernel_gradient(lhs: Array, grad: Array, *, window: Sequence[int], strides: Sequence[int],
+                              pads: Sequence[tuple[int, int]], precision: Any = None) -> Array:
+  """The kernel gradient (*window, in, out) of a features-last convolution of `lhs` with these strides and explicit
+  pads, given the output gradient: one convolution in the features-last form, the batch contracted as features."""
+  d = lhs.ndim - 2
+  source = jnp.transpose(lhs, (d + 1, *range(1, d + 1), 0))  # (in, *spatial, batch)
+  taps = jnp.transpose(grad, (*range(1, d + 1), 0, d + 1))  # (*out spatial, batch, out)
+  out = jax.lax.conv_general_dilated(source, taps.astype(lhs.dtype), (1,) * d, pads, rhs_dilation=strides,
+                                     dimension_numbers=_features_last(lhs.ndim), precision=precision)
+  # (in, *window', out): window' exceeds the window by the input rows no output reaches ('VALID' leftovers).
+  out = out[(slice(None), *[slice(0, k) for k in window])]
+  return jnp.transpose(out, (*range(1, d + 1), 0, d + 1))
+
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
@@ -141,6 +166,8 @@ def polyphase_input_gradient(grad: Array, rhs: Array, *, input_shape: Sequence[i
     source = jax.lax.slice(padded, (0, *starts, 0), (batch, *limits, out_features))
     phases.append(jax.lax.conv_general_dilated(source, window.astype(grad.dtype), (1,) * len(spatial), 'VALID',
                                                dimension_numbers=_features_last(grad.ndim), precision=precision))
+  if len(phases) == 1:  # Stride 1: the usual flipped-kernel convolution, nothing to interleave.
+    return phases[0][(slice(None), *[slice(0, size) for size in spatial])]
   # phases[(r_1, ..., r_d) flattened] is (batch, m_1, ..., m_d, in); input index s_k·m_k + r_k.
   stacked = jnp.stack(phases).reshape(*strides, batch, *rows, in_features)
   d = len(spatial)

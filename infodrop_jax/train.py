@@ -230,12 +230,13 @@ class _Run:
     self._eval_fn = None
     self._bn_order = None
     # XLA:CPU rewrites convolutions into the NHWC/HWIO form its fast (Eigen) kernels take only in the entry
-    # computation (its ConvCanonicalization pass visits nothing else). The gradient convolutions JAX emits are not in
-    # that form, so inside any compiled loop, or a scan of length 1, they fall back to a naive loop nest: a train
-    # step of All-CNN-96 at 48x48, batch 128, takes 64 s there and 1.8 s outside (benchmarks/RESULTS.md). So on a
-    # CPU device the loops over training, re-estimation and test batches are driven from the host, one compiled
-    # step per call, with no loop inside. Several (forced) CPU devices keep the compiled loops: driving 8 of them
-    # step by step has aborted XLA:CPU.
+    # computation (its ConvCanonicalization pass visits nothing else). The gradient convolutions JAX emits for a
+    # plain nn.Conv are not in that form, so inside any compiled loop, or a scan of length 1, they fall back to a
+    # naive loop nest: a train step of All-CNN-96 at 48x48, batch 128, took 64 s there and 1.8 s outside
+    # (benchmarks/RESULTS.md). Our layers and models (convolution.Conv) now emit that form themselves, but a model
+    # of the user's may not: so on a CPU device the loops over training, re-estimation and test batches are driven
+    # from the host, one compiled step per call, with no loop inside. Several (forced) CPU devices keep the
+    # compiled loops: driving 8 of them step by step has aborted XLA:CPU.
     self.host_loops = (parallel.mode == 'jit' and parallel.num_devices == 1
                        and jax.devices()[0].platform == 'cpu')
     # One compiled re-estimation step and one test batch, for the host-driven loops (compiled on first use).

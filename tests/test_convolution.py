@@ -1,4 +1,6 @@
-"""convolution.conv_general_dilated: lax's values and gradients exactly, the polyphase input gradient on CPU only."""
+"""convolution.conv_general_dilated: lax's values and gradients, in the canonical (fast) form on CPU only."""
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,10 @@ from infodrop_jax import convolution
 from infodrop_jax import layers
 
 _CASES = [  # (spatial shape, window, strides, padding)
+    ((8, 8), (3, 3), (1, 1), 'SAME'),  # All-CNN's other convolutions.
+    ((8, 8), (3, 3), (1, 1), 'VALID'),
+    ((8, 8), (1, 1), (1, 1), 'SAME'),
+    ((9, 8), (4, 2), (1, 1), 'SAME'),  # Even windows: asymmetric 'SAME' padding.
     ((8, 8), (3, 3), (2, 2), 'SAME'),  # All-CNN's pooling convolutions.
     ((9, 7), (3, 3), (2, 2), 'SAME'),  # Odd sizes: the phases have different lengths.
     ((8, 8), (3, 3), (2, 2), 'VALID'),  # The last row and column reach no output.
@@ -78,7 +84,6 @@ def test_bfloat16_gradients_keep_their_dtype():
     dict(lhs_dilation=(2, 2), padding=((1, 1), (1, 1))),
     dict(feature_group_count=3),
     dict(padding=((-1, 0), (0, 0))),  # Cropping.
-    dict(window_strides=(1, 1)),  # Nothing to gain: XLA's own gradient.
 ])
 def test_everything_else_is_lax_itself(kwargs):
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 6)), jnp.float32)
@@ -102,9 +107,30 @@ def _lowered_gradient(platform):
   return grad.trace(x).lower(lowering_platforms=(platform,)).as_text()
 
 
-def test_the_polyphase_form_is_lowered_for_cpu_and_xla_own_elsewhere():
-  assert 'lhs_dilate = [2, 2]' not in _lowered_gradient('cpu')
-  assert 'lhs_dilate = [2, 2]' in _lowered_gradient('cuda')
+def test_the_canonical_forms_are_lowered_for_cpu_and_xla_own_elsewhere():
+  cpu, cuda = _lowered_gradient('cpu'), _lowered_gradient('cuda')
+  assert 'lhs_dilate = [2, 2]' not in cpu and 'lhs_dilate = [2, 2]' in cuda
+  assert _dimension_forms(cpu) == {'[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]'}
+  assert len(_dimension_forms(cuda)) > 1
+
+
+def _dimension_forms(stablehlo_text):
+  return set(re.findall(r'dim_numbers = (\[[^\]]*\]x\[[^\]]*\]->\[[^\]]*\])', stablehlo_text))
+
+
+def test_a_conv_net_step_inside_a_scan_has_only_canonical_convolutions():
+  """XLA:CPU's rewrite to its fast form skips loop bodies; a net of convolution.Conv needs none."""
+  model = nn.Sequential([convolution.Conv(8, (3, 3)), nn.relu, convolution.Conv(8, (3, 3), strides=2), nn.relu,
+                         convolution.Conv(4, (3, 3), padding='VALID')])
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
+  params = model.init(jax.random.PRNGKey(0), x)
+
+  def step(params, _):
+    grads = jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(params)
+    return jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads), None
+  text = jax.jit(lambda p: jax.lax.scan(step, p, length=3)[0]).lower(params).compile().as_text()
+  forms = {line.split('dim_labels=')[1].split(',')[0] for line in text.splitlines() if ' convolution(' in line}
+  assert forms == {'b01f_01io->b01f'}
 
 
 def test_a_strided_information_dropout_step_has_no_dilated_convolution_on_cpu():
