@@ -2,11 +2,12 @@
 
 Command: python launch.py --config=configs/cluttered_info.py --workdir=workdirs/cluttered_info
 CPU smoke run: --config=configs/cluttered_info.py:smoke (generates a small cluttered set from the MNIST files)
-CPU-sized run (heatmaps that can be looked at, about 20 min on 2 free cores): --config=configs/cluttered_info.py:cpu
+CPU-sized run (heatmaps that can be looked at, about 10 min on 2 free cores): --config=configs/cluttered_info.py:cpu
   reduced: 48×48 canvas with 6 distractors instead of 96×96 with 21 (the digit covers a third of the image, not a
   twelfth), 14k training images (16k evenly spaced MNIST training digits, 2k held out as valid) instead of 50k, 8k
   test images, 6 epochs (654 steps) at lr 0.03 (×0.1 at 5) instead of 80 epochs at 0.01. A train step takes about
-  1.7 s on 2 cores (All-CNN-96, batch 128, 48×48). Then: python launch.py --workdir=W --mode=analyze
+  0.85 s on 2 cores (All-CNN-96, batch 128, 48×48; 607 s for the run at β 0.05). Then:
+  python launch.py --workdir=W --mode=analyze
   Measured at β 0.05 and 0.5 in benchmarks/RESULTS.md ("Cluttered MNIST on the CPU").
 Expected time: 80 epochs × 390 steps of batch 128; not yet timed on a GPU. Expected result: the Keras port
 reached 98.44 % test accuracy at epoch 80 (docs/ORIGINALS.md); the paper's Fig. 2 heatmaps concentrate on the digit.
