@@ -45,8 +45,8 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int], 
   """`jax.lax.conv_general_dilated`, the same arguments and result; features-last ones get the gradients of the
   module docstring on CPU."""
   strides = tuple(int(s) for s in window_strides)
-  if not _custom_gradients_apply(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
-                            batch_group_count, preferred_element_type):
+  if not _custom_gradients_apply(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimension_numbers,
+                                 feature_group_count, batch_group_count, preferred_element_type):
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, batch_group_count, precision,
                                         preferred_element_type)
