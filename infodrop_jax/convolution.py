@@ -59,7 +59,10 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int], 
   return _conv(lhs, rhs, strides, pads, precision)
 
 
-def _features_last(ndim: int) -> jax.lax.ConvDimensionNumbers:
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+
+
+def features_last(ndim: int) -> jax.lax.ConvDimensionNumbers:
   """nn.Conv's dimension numbers: (batch, *spatial, features), kernel (*window, in, out)."""
   lhs = (0, ndim - 1, *range(1, ndim - 1))
   return jax.lax.ConvDimensionNumbers(lhs, (ndim - 1, ndim - 2, *range(ndim - 2)), lhs)
@@ -74,11 +77,11 @@ def _custom_gradients_apply(lhs, rhs, strides, lhs_dilation, rhs_dilation, dimen
   if feature_group_count != 1 or batch_group_count != 1 or preferred_element_type is not None:
     return False
   numbers = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-  return numbers == _features_last(lhs.ndim)
+  return numbers == features_last(lhs.ndim)
 
 
 def _lax_conv(lhs, rhs, strides, pads, precision):
-  return jax.lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=_features_last(lhs.ndim),
+  return jax.lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=features_last(lhs.ndim),
                                       precision=precision)
 
 
@@ -119,13 +122,10 @@ def canonical_kernel_gradient(lhs: Array, grad: Array, *, window: Sequence[int],
   source = jnp.transpose(lhs, (d + 1, *range(1, d + 1), 0))  # (in, *spatial, batch)
   taps = jnp.transpose(grad, (*range(1, d + 1), 0, d + 1))  # (*out spatial, batch, out)
   out = jax.lax.conv_general_dilated(source, taps.astype(lhs.dtype), (1,) * d, pads, rhs_dilation=strides,
-                                     dimension_numbers=_features_last(lhs.ndim), precision=precision)
+                                     dimension_numbers=features_last(lhs.ndim), precision=precision)
   # (in, *window', out): window' exceeds the window by the input rows no output reaches ('VALID' leftovers).
   out = out[(slice(None), *[slice(0, k) for k in window])]
   return jnp.transpose(out, (*range(1, d + 1), 0, d + 1))
-
-
-Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
 def _axis_phases(size: int, window: int, stride: int, pad_low: int) -> list[tuple[list[int], int]]:
@@ -142,7 +142,7 @@ def _axis_phases(size: int, window: int, stride: int, pad_low: int) -> list[tupl
 
 def polyphase_input_gradient(grad: Array, rhs: Array, *, input_shape: Sequence[int], strides: Sequence[int],
                              pads: Sequence[tuple[int, int]], precision: Any = None) -> Array:
-  """The input gradient of a features-last convolution (`_features_last`) with these strides and explicit pads,
+  """The input gradient of a features-last convolution (`features_last`) with these strides and explicit pads,
   given the output gradient `grad`: one stride-1 'VALID' convolution per phase, interleaved."""
   batch, *spatial, in_features = input_shape
   out_features = rhs.shape[-1]
@@ -165,7 +165,7 @@ def polyphase_input_gradient(grad: Array, rhs: Array, *, input_shape: Sequence[i
     limits = [start + m + len(taps) - 1 for start, m, (taps, _) in zip(starts, rows, combo)]
     source = jax.lax.slice(padded, (0, *starts, 0), (batch, *limits, out_features))
     phases.append(jax.lax.conv_general_dilated(source, window.astype(grad.dtype), (1,) * len(spatial), 'VALID',
-                                               dimension_numbers=_features_last(grad.ndim), precision=precision))
+                                               dimension_numbers=features_last(grad.ndim), precision=precision))
   if len(phases) == 1:  # Stride 1: the usual flipped-kernel convolution, nothing to interleave.
     return phases[0][(slice(None), *[slice(0, size) for size in spatial])]
   # phases[(r_1, ..., r_d) flattened] is (batch, m_1, ..., m_d, in); input index s_k·m_k + r_k.

@@ -404,14 +404,11 @@ class InformationDropoutConv(_NoisyProjection):
     return window
 
   def _apply_kernel(self, x: Array, kernel: Array) -> Array:
-    # nn.Conv's own convention: batch first, features last, kernel (*window, in, out).
-    ndim = x.ndim
-    lhs = (0, ndim - 1, *range(1, ndim - 1))
-    numbers = jax.lax.ConvDimensionNumbers(lhs, (ndim - 1, ndim - 2, *range(ndim - 2)), lhs)
     if self.padding not in ('SAME', 'VALID'):
       raise ValueError(f"{type(self).__name__}: fuse_alpha supports padding 'SAME' or 'VALID', got {self.padding!r}.")
+    # nn.Conv's own convention: batch first, features last, kernel (*window, in, out).
     return convolution.conv_general_dilated(x, kernel, self._spatial(self.strides, x), self.padding,
-                                            dimension_numbers=numbers)
+                                            dimension_numbers=convolution.features_last(x.ndim))
 
 
 class InformationDropoutDense(_NoisyProjection):

@@ -37,7 +37,7 @@ def _operands(spatial, window, seed=0, batch=2, features=(3, 5)):
 
 
 def _both(strides, padding, ndim, **kwargs):
-  numbers = convolution._features_last(ndim)
+  numbers = convolution.features_last(ndim)
   ours = lambda x, w: convolution.conv_general_dilated(x, w, strides, padding, dimension_numbers=numbers, **kwargs)
   ref = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=numbers, **kwargs)
   return ours, ref
