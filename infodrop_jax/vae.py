@@ -153,7 +153,7 @@ class ConvEncoder(nn.Module):
   def __call__(self, x: Array) -> Array:
     for features, stride in ((32, 1), (32, 2), (64, 1), (64, 2)):
       x = nn.relu(convolution.Conv(features, (5, 5), strides=(stride, stride), padding='SAME')(x))
-    x = nn.relu(nn.Conv(256, (7, 7), padding='VALID')(x))
+    x = nn.relu(convolution.Conv(256, (7, 7), padding='VALID')(x))
     return x.reshape(x.shape[0], -1)
 
 
@@ -167,7 +167,7 @@ class ConvDecoder(nn.Module):
     x = nn.relu(nn.ConvTranspose(64, (7, 7), padding='VALID')(x))
     for features, kernel, stride in ((64, 5, 1), (64, 5, 2), (32, 5, 1), (32, 5, 2), (32, 4, 1)):
       x = nn.relu(nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding='SAME')(x))
-    return nn.Conv(self.channels, (5, 5), padding='SAME')(x)
+    return convolution.Conv(self.channels, (5, 5), padding='SAME')(x)
 
 
 class GaussianLatent(layers.NoiseModule):
