@@ -18,6 +18,24 @@ def cifar_config(method: str, filter_percentage: float, dtype: str = 'float32'):
   return config
 
 
+def synthetic_batch(batch_size: int, seed: int = 0):
+  """(images float32 [B, 32, 32, 3] ~ N(0, 1), labels int32 [B] in 0..9): the CIFAR-shaped batch every benchmark times."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  images = rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32)
+  return images, rng.integers(0, 10, batch_size).astype(np.int32)
+
+
+def run_steps(compiled, state, batch, key, steps: int):
+  """(state, seconds) after `steps` calls of the compiled step, key folded with the step index, waited for."""
+  import jax  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  for i in range(steps):
+    state, metrics = compiled(state, batch, jax.random.fold_in(key, i))
+  jax.block_until_ready((state, metrics))
+  return state, time.perf_counter() - start
+
+
 def build(config, images, labels, par, key, xla_cpu_defaults: bool = False):
   """(model, state, batch, compiled step, compile seconds) for `config` on `par`'s mesh, batch pre-placed.
 

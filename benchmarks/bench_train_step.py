@@ -8,7 +8,6 @@ prints a markdown table: compile seconds, ms/step and images/s after one warm-up
 """
 import os
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -25,25 +24,17 @@ FLAGS = flags.FLAGS
 
 def _bench(method: str, filter_percentage: float):
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import allcnn_step  # pylint: disable=g-import-not-at-top
   from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
 
   config = allcnn_step.cifar_config(method, filter_percentage, FLAGS.dtype)
-  rng = np.random.default_rng(0)
-  images = rng.normal(size=(FLAGS.batch, 32, 32, 3)).astype(np.float32)
-  labels = rng.integers(0, 10, FLAGS.batch).astype(np.int32)
+  images, labels = allcnn_step.synthetic_batch(FLAGS.batch)
   key = jax.random.PRNGKey(0)
   _, state, batch, compiled, compile_s = allcnn_step.build(config, images, labels, parallel.Parallel.create('jit'),
                                                            key)
-  state, metrics = compiled(state, batch, key)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for i in range(FLAGS.steps):
-    state, metrics = compiled(state, batch, jax.random.fold_in(key, i))
-  jax.block_until_ready(metrics)
-  seconds = time.perf_counter() - start
+  state, _ = allcnn_step.run_steps(compiled, state, batch, key, 1)
+  _, seconds = allcnn_step.run_steps(compiled, state, batch, key, FLAGS.steps)
   return compile_s, FLAGS.steps * FLAGS.batch / seconds, 1000 * seconds / FLAGS.steps
 
 

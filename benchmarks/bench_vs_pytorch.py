@@ -473,16 +473,13 @@ def main(argv):
   os.environ.setdefault('JAX_PLATFORMS', 'cuda' if gpu else 'cpu')
   sys.path.insert(0, _REPO)
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
 
   machine = _machine(torch, jax, device)
   print('machine: ' + '; '.join(f'{k} {v}' for k, v in machine.items()))
   print(f'batch {FLAGS.batch}; {FLAGS.rounds} rounds × {FLAGS.steps} steps per variant after {FLAGS.warmup} warm-up '
         f'steps; torch.compile {"on, mode " + FLAGS.torch_compile_mode if torch_compile else "off"}; '
         f'bfloat16 {"on" if bfloat16 else "off"}\n', flush=True)
-  rng = np.random.default_rng(0)
-  images = rng.normal(size=(FLAGS.batch, 32, 32, 3)).astype(np.float32)
-  labels = rng.integers(0, 10, FLAGS.batch).astype(np.int32)
+  images, labels = allcnn_step.synthetic_batch(FLAGS.batch)
   cells = []
   for fp in FLAGS.filter_percentages:
     for method in FLAGS.methods:

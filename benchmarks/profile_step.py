@@ -25,7 +25,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -112,32 +111,22 @@ def _trace_events(trace_dir: str) -> list[dict]:
 def main(_):
   os.environ.setdefault('JAX_PLATFORMS', {'gpu': 'cuda'}.get(FLAGS.platform, FLAGS.platform))
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import allcnn_step  # pylint: disable=g-import-not-at-top
   from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
 
   config = allcnn_step.cifar_config(FLAGS.method, FLAGS.filter_percentage, FLAGS.dtype)
-  rng = np.random.default_rng(0)
-  images = rng.normal(size=(FLAGS.batch, 32, 32, 3)).astype(np.float32)
-  labels = rng.integers(0, 10, FLAGS.batch).astype(np.int32)
+  images, labels = allcnn_step.synthetic_batch(FLAGS.batch)
   key = jax.random.PRNGKey(0)
   par = parallel.Parallel.create('jit', devices=jax.devices()[:1])
   _, state, batch, compiled, compile_s = allcnn_step.build(config, images, labels, par, key)
-  for i in range(2):
-    state, metrics = compiled(state, batch, jax.random.fold_in(key, i))
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for i in range(FLAGS.steps):
-    state, metrics = compiled(state, batch, jax.random.fold_in(key, i))
-  jax.block_until_ready(metrics)
-  step_ms = 1000 * (time.perf_counter() - start) / FLAGS.steps
+  state, _ = allcnn_step.run_steps(compiled, state, batch, key, 2)
+  state, seconds = allcnn_step.run_steps(compiled, state, batch, key, FLAGS.steps)
+  step_ms = 1000 * seconds / FLAGS.steps
 
   trace_dir = FLAGS.trace_dir or tempfile.mkdtemp(prefix='profile_step_')
   with jax.profiler.trace(trace_dir):
-    for i in range(FLAGS.profile_steps):
-      state, metrics = compiled(state, batch, jax.random.fold_in(key, i))
-    jax.block_until_ready(metrics)
+    allcnn_step.run_steps(compiled, state, batch, key, FLAGS.profile_steps)
   categories, ops = summarize(_trace_events(trace_dir), compiled.as_text(), FLAGS.profile_steps)
   if not FLAGS.trace_dir:
     import shutil  # pylint: disable=g-import-not-at-top
