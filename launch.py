@@ -11,6 +11,10 @@
 Training resumes from the latest checkpoint in --workdir; a config that differs from the run's config.json in a
 field that changes the result is refused unless --allow_config_change, and a finished run is left as it is. Multi-host: --config.distributed.enabled=True (with
 coordinator_address/num_processes/process_id, or from the cluster environment) on every process.
+
+On a CPU it restarts itself once with huge pages for malloc, and splits the machine into two XLA devices for the
+All-CNN classifiers (--host_devices): All-CNN-32 at 25 % filters trains 1.3-1.4x faster than in a plain one-device
+process (infodrop_jax/cpu_process.py says why, and how to opt out).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from infodrop_jax import cpu_process
 from infodrop_jax.analysis import config as analysis_config
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:variant]); '
@@ -35,6 +40,11 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'analyze', 'sweep',
                           'sweep: run every point of a sweep config (configs/sweeps/) into <workdir>/<point>/, then '
                           'report; sweep_commands: print one shell line per point; report: <workdir>/results.csv, '
                           'results_mean.csv and report.md of a sweep.')
+_HOST_DEVICES = flags.DEFINE_string(
+    'host_devices', 'auto', "--mode=train/eval on a CPU: XLA CPU devices to split the machine into, the batch "
+    "split over them (infodrop_jax/cpu_process.py). 'auto': 2 for an All-CNN classifier on 2+ cores when "
+    "config.train.parallel='jit' and the batch sizes are even, else 1. A count already in XLA_FLAGS wins; GPU/TPU "
+    'runs are not affected.')
 _PRINT_CONFIG = flags.DEFINE_bool('print_config', False, 'Print the resolved config and exit.')
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'Resume the run in --workdir even though the config differs from its config.json '
@@ -59,6 +69,11 @@ def main(argv: list[str]) -> None:
     sys.exit(sweep.main(_MODE.value, config, _WORKDIR.value, config_file=config_flags.get_config_filename(
         flags.FLAGS['config']) if config is not None else None, overrides=config_flags.get_override_values(
             flags.FLAGS['config']) if config is not None else None))
+  if _MODE.value in ('train', 'eval'):  # Before JAX starts its backends, which read XLA_FLAGS once.
+    try:
+      cpu_process.use_host_devices(cpu_process.host_devices(config, _HOST_DEVICES.value))
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
   # Imported here so that --print_config and flag errors never initialise JAX.
   from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
   from infodrop_jax import train  # pylint: disable=g-import-not-at-top
@@ -92,4 +107,5 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == '__main__':
+  cpu_process.reexec_with_huge_pages()  # Once, before anything runs: glibc reads the tunable at process start.
   app.run(main, flags_parser=_parse_flags)

@@ -143,7 +143,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
   # Other tasks' results (e.g. a VAE's test/neg_elbo, rate, distortion), whatever they are called.
   lines.extend(f'{name}: {summary[name]:.4g}' for name in sorted(summary) if name.startswith('test/')
                and not name.startswith(('test/kl/', 'test/error_')) and isinstance(summary[name], (int, float)))
-  lines.append(f"wall time: {summary['wall_time_s']:.1f} s, {summary['steps']} steps")
+  on = f" on {summary['devices']} {summary['device_kind']} device{'s' * (summary['devices'] != 1)}" \
+      if 'devices' in summary else ''
+  lines.append(f"wall time: {summary['wall_time_s']:.1f} s, {summary['steps']} steps{on}")
   return '\n'.join(lines)
 
 

@@ -263,6 +263,11 @@ class _Run:
       state = self.checkpointer.restore(state)
     return state
 
+  def device_record(self) -> dict[str, Any]:
+    """What the run ran on, for summary.json: device count and kind, and the parallel mode."""
+    return dict(devices=self.parallel.num_devices, device_kind=self.parallel.mesh.devices.flat[0].device_kind,
+                parallel=self.parallel.mode)
+
   # --- compiled pieces ---
 
   def _chunk_fn(self, length: int) -> Callable[..., Any]:
@@ -713,7 +718,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     # Resumed after the final evaluation was logged but before summary.json was written: log it once.
     if not any(k.startswith('test/') for k in writer.logged(step)):
       writer.write(step, summary)
-    summary.update(steps=step, epochs=step / run.steps_per_epoch, wall_time_s=time.perf_counter() - start_time)
+    summary.update(steps=step, epochs=step / run.steps_per_epoch, wall_time_s=time.perf_counter() - start_time,
+                   **run.device_record())
     metrics_lib.write_summary(workdir, summary)
     if jax.process_index() == 0:
       print(metrics_lib.format_summary(summary), flush=True)
@@ -737,7 +743,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, mode
                                   run.parallel)
     state = run.checkpointer.restore(template, step)
     summary = run.evaluate(run.parallel.to_device_layout(state))
-    summary.update(steps=int(jax.device_get(state.step)), wall_time_s=time.perf_counter() - start_time)
+    summary.update(steps=int(jax.device_get(state.step)), wall_time_s=time.perf_counter() - start_time,
+                   **run.device_record())
     if jax.process_index() == 0:
       print(metrics_lib.format_summary(summary), flush=True)
     return summary
