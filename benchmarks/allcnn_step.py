@@ -36,11 +36,13 @@ def run_steps(compiled, state, batch, key, steps: int):
   return state, time.perf_counter() - start
 
 
-def build(config, images, labels, par, key, xla_cpu_defaults: bool = False):
+def build(config, images, labels, par, key, xla_cpu_defaults: bool = False, steps_per_call: int = 1):
   """(model, state, batch, compiled step, compile seconds) for `config` on `par`'s mesh, batch pre-placed.
 
   The step gets the trainer's XLA options (`parallel.cpu_compiler_options` on CPU); `xla_cpu_defaults` compiles it
-  with XLA's own defaults instead, for comparison.
+  with XLA's own defaults instead, for comparison. With `steps_per_call` > 1 one call runs that many steps in a
+  `lax.scan` (as the trainer's compiled loops do), step i with the key fold_in(key, i), and returns the metrics of
+  the last.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from infodrop_jax import models, optim, train  # pylint: disable=g-import-not-at-top
@@ -48,10 +50,20 @@ def build(config, images, labels, par, key, xla_cpu_defaults: bool = False):
   tx, schedule = optim.create_optimizer(config.optim, 500)
   state = train.create_train_state(model, tx, images[:1], train._root_keys(0), par)  # pylint: disable=protected-access
   batch = jax.device_put({'images': images, 'labels': labels}, par.batch_sharded)
+  step = functools.partial(train.train_step, beta=float(config.loss.beta), n_train=N_TRAIN,
+                           weight_decay=float(config.loss.weight_decay), learning_rate_fn=schedule)
+  if steps_per_call > 1:
+    step = functools.partial(_scanned, step, steps_per_call)
   jit = jax.jit if xla_cpu_defaults else par.jit
-  step = jit(functools.partial(train.train_step, beta=float(config.loss.beta), n_train=N_TRAIN,
-                               weight_decay=float(config.loss.weight_decay), learning_rate_fn=schedule),
-             donate_argnums=(0,))
+  step = jit(step, donate_argnums=(0,))
   start = time.perf_counter()
   compiled = step.lower(state, batch, key).compile()
   return model, state, batch, compiled, time.perf_counter() - start
+
+
+def _scanned(step, length, state, batch, key):
+  import jax  # pylint: disable=g-import-not-at-top
+  def body(state, i):
+    return step(state, batch, jax.random.fold_in(key, i))
+  state, metrics = jax.lax.scan(body, state, jax.numpy.arange(length))
+  return state, jax.tree.map(lambda m: m[-1], metrics)

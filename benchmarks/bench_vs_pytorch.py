@@ -7,9 +7,13 @@
 Per filter percentage and method ('information': Information Dropout on both pooling layers; 'none': the same net
 without the noise) it builds these variants of one SGD step (Nesterov momentum 0.9, lr 0.01, loss CE + beta·Lz +
 weight_decay·Σ||w||²/2 with beta 3, N_train 50,000, weight decay 1e-3, synthetic CIFAR-shaped data):
-- ours: `jax.jit` of `train.train_step` on one device, state donated, batch pre-placed (as bench_train_step.py),
-  with the trainer's XLA options (on CPU: YNNPACK's convolutions off, `parallel.cpu_compiler_options`);
-  `--xla_cpu_kernels=ours,default` also times it with XLA's own CPU defaults;
+- ours: `jax.jit` of `train.train_step` on one device, one step per call, state donated, batch pre-placed (as
+  bench_train_step.py), with the trainer's XLA options (on CPU: YNNPACK's convolutions off,
+  `parallel.cpu_compiler_options`); `--xla_cpu_kernels=ours,default` also times it with XLA's own CPU defaults;
+- ours as the trainer runs (`--ours_runs=trainer`, on by default): the same step on all of the process's devices
+  (the batch split over them), `--steps_per_call` steps per call in a `lax.scan`. Like `launch.py`, on a CPU the
+  benchmark restarts itself with huge pages for malloc and splits the machine into `--host_devices` XLA devices
+  (infodrop_jax/cpu_process.py); PyTorch runs in the same process, with the same allocator settings;
 - torch eager: the PyTorch model below, float32, `torch.set_num_threads` left at its default (`--torch_threads`);
 - torch.compile (`--torch_compile`; on by default on GPU only, since it compiles slowly on CPU) of model + loss,
   with backward and the optimizer step eager;
@@ -39,6 +43,10 @@ from absl import flags
 
 import allcnn_step  # benchmarks/, beside this script
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+from infodrop_jax import cpu_process  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 flags.DEFINE_enum('platform', 'cpu', ['cpu', 'gpu'], 'Where both frameworks run (gpu: one CUDA device each).')
 flags.DEFINE_integer('batch', 100, 'Batch size.')
 flags.DEFINE_integer('steps', 10, 'Steps per variant per timed round.')
@@ -57,11 +65,16 @@ flags.DEFINE_list('fuse_alpha', ['true'], "Ours with config.model.fuse_alpha on 
                   "('false,true' times both in the same run; only the information method has an alpha projection).")
 flags.DEFINE_list('xla_cpu_kernels', ['ours'], "CPU only: ours with the trainer's XLA options "
                   "(parallel.cpu_compiler_options, 'ours') and/or XLA's own defaults ('default').")
+flags.DEFINE_list('ours_runs', ['step', 'trainer'], "Ours one step per call on one device ('step') and/or as "
+                  "the trainer runs it ('trainer': all devices, --steps_per_call steps per call).")
+flags.DEFINE_integer('steps_per_call', 5, "Steps per compiled call of ours in the 'trainer' run (--steps and "
+                     '--warmup are rounded up to whole calls there).')
+flags.DEFINE_string('host_devices', 'auto', "CPU only: XLA CPU devices for ours' 'trainer' run, as launch.py's "
+                    "--host_devices ('auto': 2 on 2+ cores). A count already in XLA_FLAGS wins.")
 flags.DEFINE_bool('check', True, 'Check the first-step losses of every variant (finite, CE near log 10).')
 flags.DEFINE_string('json', None, 'Also write all numbers to this JSON file.')
 FLAGS = flags.FLAGS
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TORCH_MISSING = ('PyTorch is not installed: pip install -r requirements-bench.txt (a benchmark-only extra, not a '
                   'dependency of infodrop_jax)')
 N_TRAIN = allcnn_step.N_TRAIN
@@ -78,7 +91,7 @@ class _Ours:
   torch_compiled = False
 
   def __init__(self, method: str, filter_percentage: float, dtype: str, images, labels, num_steps: int,
-               fuse_alpha: bool = False, xla_cpu_defaults: bool = False):
+               fuse_alpha: bool = False, xla_cpu_defaults: bool = False, trainer_run: bool = False):
     import jax  # pylint: disable=g-import-not-at-top
     from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
 
@@ -87,26 +100,35 @@ class _Ours:
     config.optim.learning_rate = LEARNING_RATE
     self.config = config
     kernels = ' XLA:CPU default kernels' if xla_cpu_defaults else ''
-    self.name = f'ours jax.jit{" fused α" if fuse_alpha else ""}{kernels} {dtype}'
+    # 'step': one device, as the PyTorch side (the default mesh would spread ours over every GPU of the machine).
+    devices = jax.devices() if trainer_run else jax.devices()[:1]
+    self.steps_per_call = FLAGS.steps_per_call if trainer_run else 1
+    run = (f', {len(devices)} device{"s" * (len(devices) > 1)} × {self.steps_per_call} steps/call' if trainer_run
+           else '')
+    self.name = f'ours jax.jit{" fused α" if fuse_alpha else ""}{kernels}{run} {dtype}'
     self.group = dtype
     # Keys drawn up front, so the timed loop dispatches the step and nothing else.
     self._keys = list(jax.random.split(jax.random.PRNGKey(0), num_steps))
     self._i = 0
-    # One device, as the PyTorch side: the default mesh would spread ours over every GPU of the machine.
-    par = parallel.Parallel.create('jit', devices=jax.devices()[:1])
+    par = parallel.Parallel.create('jit', devices=devices)
     self.model, self.state, self.batch, self._step, self.compile_s = allcnn_step.build(
-        config, images, labels, par, self._keys[0], xla_cpu_defaults=xla_cpu_defaults)
+        config, images, labels, par, self._keys[0], xla_cpu_defaults=xla_cpu_defaults,
+        steps_per_call=self.steps_per_call)
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
     self._block = jax.block_until_ready
 
   def run(self, steps: int) -> tuple[float, tuple[float, float, float]]:
-    """Seconds for `steps` steps, and (loss, ce, beta_lz) of the last one (computed before its update)."""
+    """Seconds for `steps` steps, and (loss, ce, beta_lz) of the last one (computed before its update).
+
+    Runs whole calls: `steps` rounded up to a multiple of steps_per_call, the seconds scaled back to `steps`.
+    """
+    calls = -(-steps // self.steps_per_call)
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(calls):
       self.state, metrics = self._step(self.state, self.batch, self._keys[self._i % len(self._keys)])
       self._i += 1
     self._block((self.state, metrics))
-    seconds = time.perf_counter() - start
+    seconds = (time.perf_counter() - start) * steps / (calls * self.steps_per_call)
     return seconds, tuple(float(metrics[k]) for k in ('loss', 'ce', 'beta_lz'))
 
 
@@ -292,12 +314,13 @@ def _run_cell(method: str, filter_percentage: float, images, labels, device: str
         else [False]
     for fuse_alpha in fuse_values:
       for xla_cpu_defaults in kernel_values:
-        _log(f'[{label}] compiling ours {group}{" fused" if fuse_alpha else ""}'
-             f'{" XLA:CPU default kernels" if xla_cpu_defaults else ""}')
-        variant = _Ours(method, filter_percentage, group, images, labels, num_steps, fuse_alpha=fuse_alpha,
-                        xla_cpu_defaults=xla_cpu_defaults)
-        ours = ours or variant
-        entries.append((variant.name, group, 'ours', variant))
+        for trainer_run in sorted({run == 'trainer' for run in FLAGS.ours_runs}):
+          _log(f'[{label}] compiling ours {group}{" fused" if fuse_alpha else ""}'
+               f'{" XLA:CPU default kernels" if xla_cpu_defaults else ""}{" trainer run" if trainer_run else ""}')
+          variant = _Ours(method, filter_percentage, group, images, labels, num_steps, fuse_alpha=fuse_alpha,
+                          xla_cpu_defaults=xla_cpu_defaults, trainer_run=trainer_run)
+          ours = ours or variant
+          entries.append((variant.name, group, 'ours', variant))
     for compiled in [False] + ([True] if torch_compile else []):
       name = _torch_name(compiled, group == 'bfloat16')
       try:
@@ -411,6 +434,7 @@ def _machine(torch, jax, device: str) -> dict:
               torch_num_interop_threads=torch.get_num_interop_threads(),
               XLA_FLAGS=os.environ.get('XLA_FLAGS', ''), ours_compiler_options=_ours_compiler_options(jax),
               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', ''),
+              GLIBC_TUNABLES=os.environ.get('GLIBC_TUNABLES', ''), jax_devices=len(jax.devices()),
               date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'))
   if device == 'cuda':
     info.update(torch_device=torch.cuda.get_device_name(0), cudnn=torch.backends.cudnn.version(),
@@ -447,7 +471,10 @@ def main(argv):
   for kernels in FLAGS.xla_cpu_kernels:
     if kernels not in ('ours', 'default'):
       raise app.UsageError(f"--xla_cpu_kernels: {kernels!r} is not 'ours' or 'default'.")
-  for name in ('batch', 'steps', 'rounds', 'warmup'):
+  for run in FLAGS.ours_runs:
+    if run not in ('step', 'trainer'):
+      raise app.UsageError(f"--ours_runs: {run!r} is not 'step' or 'trainer'.")
+  for name in ('batch', 'steps', 'rounds', 'warmup', 'steps_per_call'):
     if FLAGS[name].value < 1:
       raise app.UsageError(f'--{name} must be at least 1.')
   gpu = FLAGS.platform == 'gpu'
@@ -471,8 +498,14 @@ def main(argv):
     os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.5')
   # JAX_PLATFORMS=gpu also asks for ROCm, which fails on CUDA-only installs: name the CUDA backend.
   os.environ.setdefault('JAX_PLATFORMS', 'cuda' if gpu else 'cpu')
-  sys.path.insert(0, _REPO)
+  if not gpu and 'trainer' in FLAGS.ours_runs:
+    try:
+      cpu_process.use_host_devices(cpu_process.host_devices(None, FLAGS.host_devices))
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
   import jax  # pylint: disable=g-import-not-at-top
+  if 'trainer' in FLAGS.ours_runs and FLAGS.batch % len(jax.devices()):
+    raise app.UsageError(f'--batch {FLAGS.batch} does not split over the {len(jax.devices())} devices.')
 
   machine = _machine(torch, jax, device)
   print('machine: ' + '; '.join(f'{k} {v}' for k, v in machine.items()))
@@ -499,4 +532,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cpu_process.reexec_with_huge_pages()  # As launch.py: glibc reads the tunable at process start.
   app.run(main)
