@@ -18,6 +18,9 @@ slower (`benchmarks/RESULTS.md`). On CPU the custom VJP here writes both gradien
 Same results to float rounding. The forward pass is XLA's own, and on other platforms so are both gradients (cuDNN
 has its own): `jax.lax.platform_dependent` picks the form when the step is lowered.
 
+`loop_unsafe_convolutions` tells whether a lowered function's convolutions are all in that form (the trainer
+uses it to decide whether a CPU run may compile its loops).
+
 `Conv` is `nn.Conv` with it (the layers and models of this package use it; the parameters are nn.Conv's own); pass it
 to a Flax conv of your own as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`. It handles the
 features-last convolutions `nn.Conv` makes (batch first, features last, kernel (*window, in, out)) without dilation
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -174,3 +178,33 @@ def polyphase_input_gradient(grad: Array, rhs: Array, *, input_shape: Sequence[i
   order = [d] + [axis for k in range(d) for axis in (d + 1 + k, k)] + [2 * d + 1]
   interleaved = jnp.transpose(stacked, order).reshape(batch, *[m * s for m, s in zip(rows, strides)], in_features)
   return interleaved[(slice(None), *[slice(0, size) for size in spatial])]
+
+
+_STABLEHLO_CONVOLUTION = re.compile(
+    r'stablehlo\.convolution\(.*?dim_numbers = \[([^\]]*)\]x\[([^\]]*)\]->\[([^\]]*)\].*?'
+    r'reverse = \[([^\]]*)\].*?batch_group_count = (\d+).*?feature_group_count = (\d+)')
+
+
+def loop_unsafe_convolutions(stablehlo_text: str) -> list[str]:
+  """The convolutions of a lowered function (`jax.jit(f).lower(...).as_text()`) that XLA:CPU would run as a naive
+  loop nest inside a compiled loop: every one not in the features-last form (batch, *spatial, features) ×
+  (*window, in, out) — the kernel's last two axes may be swapped, XLA lays the small kernel out itself — or with a
+  reversed window or groups. Dilations and strides are fine. A convolution printed in a way this does not parse
+  counts as unsafe.
+  """
+  unsafe = []
+  for line in stablehlo_text.splitlines():
+    if 'stablehlo.convolution' not in line:
+      continue
+    match = _STABLEHLO_CONVOLUTION.search(line)
+    if match is None:
+      unsafe.append(line.strip())
+      continue
+    lhs, rhs, out, reverse, batch_groups, feature_groups = match.groups()
+    lhs, rhs, out = ([part.strip() for part in spec.split(',')] for spec in (lhs, rhs, out))
+    spatial = [str(i) for i in range(len(lhs) - 2)]
+    canonical = (lhs == out == ['b', *spatial, 'f'] and rhs in ([*spatial, 'i', 'o'], [*spatial, 'o', 'i'])
+                 and 'true' not in reverse and batch_groups == feature_groups == '1')
+    if not canonical:
+      unsafe.append(line.strip())
+  return unsafe

@@ -15,6 +15,7 @@ in current JAX, makes it independent of the sharding), so every example gets its
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -27,10 +28,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from flax.training import train_state
 
 from infodrop_jax import checkpoint as checkpoint_lib
 from infodrop_jax import config_diff
+from infodrop_jax import convolution
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import metrics as metrics_lib
 from infodrop_jax import optim
@@ -172,14 +175,20 @@ def _root_keys(seed: int) -> dict[str, jax.Array]:
       ('init', 'data', 'noise', 'eval', 'bn_reestimate', 'binarize', 'eval_binarize'))}
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sample_images: np.ndarray,
-                       keys: Mapping[str, jax.Array], parallel: parallel_lib.Parallel) -> TrainState:
-  """Initialises the state directly in the global replicated layout (every process computes the same values)."""
+def _state_initializer(model: nn.Module, tx: optax.GradientTransformation, sample_images: np.ndarray,
+                       keys: Mapping[str, jax.Array]) -> Callable[[], TrainState]:
   def init():
     variables = model.init({'params': keys['init'], 'noise': keys['init']}, jnp.asarray(sample_images),
                            deterministic=False, use_running_average=False)
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                              batch_stats=variables.get('batch_stats'), key=keys['noise'])
+  return init
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sample_images: np.ndarray,
+                       keys: Mapping[str, jax.Array], parallel: parallel_lib.Parallel) -> TrainState:
+  """Initialises the state directly in the global replicated layout (every process computes the same values)."""
+  init = _state_initializer(model, tx, sample_images, keys)
   abstract = jax.eval_shape(init)
   shardings = jax.tree.map(lambda _: parallel.replicated, abstract)
   return jax.jit(init, out_shardings=shardings)()
@@ -229,19 +238,42 @@ class _Run:
     self.writer: metrics_lib.MetricWriter | None = None  # Set by train_and_evaluate (hooks read what it logged).
     self._eval_fn = None
     self._bn_order = None
-    # XLA:CPU rewrites convolutions into the NHWC/HWIO form its fast (Eigen) kernels take only in the entry
-    # computation (its ConvCanonicalization pass visits nothing else). The gradient convolutions JAX emits for a
-    # plain nn.Conv are not in that form, so inside any compiled loop, or a scan of length 1, they fall back to a
-    # naive loop nest: a train step of All-CNN-96 at 48x48, batch 128, took 64 s there and 1.8 s outside
-    # (benchmarks/RESULTS.md). Our layers and models (convolution.Conv) now emit that form themselves, but a model
-    # of the user's may not: so on a CPU device the loops over training, re-estimation and test batches are driven
-    # from the host, one compiled step per call, with no loop inside. Several (forced) CPU devices keep the
-    # compiled loops: driving 8 of them step by step has aborted XLA:CPU.
-    self.host_loops = (parallel.mode == 'jit' and parallel.num_devices == 1
-                       and jax.devices()[0].platform == 'cpu')
     # One compiled re-estimation step and one test batch, for the host-driven loops (compiled on first use).
     self._host_bn_fn = parallel.jit(self._bn_body)
     self._host_test_fn = parallel.jit(self._test_body, static_argnums=3)
+
+  @functools.cached_property
+  def host_loops(self) -> bool:
+    """Whether the loops over training, re-estimation and test batches are driven from the host, one compiled
+    step per call with no loop inside, instead of compiled (`lax.scan`).
+
+    XLA:CPU rewrites convolutions into the NHWC/HWIO form its fast (Eigen) kernels take only in the entry
+    computation (its ConvCanonicalization pass visits nothing else). The gradient convolutions JAX emits for a
+    plain nn.Conv are not in that form, so inside any compiled loop, or a scan of length 1, they fall back to a
+    naive loop nest: a train step of All-CNN-96 at 48x48, batch 128, took 64 s there and 1.8 s outside
+    (benchmarks/RESULTS.md). Our layers and models (convolution.Conv) emit that form themselves, and compiled
+    loops are then 2-13 % faster than host-driven steps (benchmarks/RESULTS.md). So on a single CPU device the
+    loops are host-driven only when the step has a convolution in another form
+    (`convolution.loop_unsafe_convolutions`, checked on the step lowered for abstract inputs, no compile); it is
+    named once in the log. Several (forced) CPU devices always keep the compiled loops: driving 8 of them step by
+    step has aborted XLA:CPU.
+    """
+    if not (self.parallel.mode == 'jit' and self.parallel.num_devices == 1
+            and self.parallel.mesh.devices.flat[0].platform == 'cpu'):
+      return False
+    unsafe = self.loop_unsafe_convolutions()
+    if unsafe:
+      logging.warning('Training loops driven from the host, one step per call: %d convolution(s) of the step are '
+                      'not in the form XLA:CPU runs fast inside loops (infodrop_jax.convolution.Conv writes its '
+                      'gradients in that form), e.g. %s', len(unsafe), unsafe[0][:300])
+    return bool(unsafe)
+
+  def loop_unsafe_convolutions(self) -> list[str]:
+    """`convolution.loop_unsafe_convolutions` of one training step, lowered for this run's shapes (no compile)."""
+    sample = self.splits.train.images[:1].astype(np.float32)
+    state = jax.eval_shape(_state_initializer(self.model, self.tx, sample, self.keys))
+    lowered = self._chunk_fn(1).lower(state, self.train_data.arrays, self.train_data.order(0))
+    return convolution.loop_unsafe_convolutions(lowered.as_text())
 
   def model_inputs(self, batch: Batch, key: jax.Array, axis_name: str | None = None) -> Batch:
     """The batch as the model sees it: with preprocess='binarize_stochastic', a fresh binarisation per use.

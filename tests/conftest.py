@@ -14,8 +14,7 @@ import tempfile
 import pytest
 
 # No persistent compilation cache: reloading XLA:CPU executables from it has aborted the process (SIGABRT), once
-# with a cache shared across runs and once within a session, and since the CPU loops run on the host (train.py's
-# `host_loops`) compiling afresh is cheap.
+# with a cache shared across runs and once within a session, and at the tests' sizes compiling afresh is cheap.
 
 
 # The data cache (infodrop_jax.data.config.CACHE_DIR_ENV) defaults to ~/.cache/infodrop_jax: tests write theirs to a

@@ -133,6 +133,51 @@ def test_a_conv_net_step_inside_a_scan_has_only_canonical_convolutions():
   assert forms == {'b01f_01io->b01f'}
 
 
+def _scanned_gradients(conv):
+  """(lowered StableHLO, XLA:CPU's compiled conv forms) of 3 gradient steps of `conv` in a `lax.scan`."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
+  params = conv.init(jax.random.PRNGKey(0), x)
+
+  def step(params, _):
+    grads = jax.grad(lambda p: jnp.sum(conv.apply(p, x) ** 2))(params)
+    return jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads), None
+  lowered = jax.jit(lambda p: jax.lax.scan(step, p, length=3)[0]).lower(params)
+  text = lowered.compile().as_text()
+  return lowered.as_text(), {line.split('dim_labels=')[1].split(',')[0] for line in text.splitlines()
+                             if ' convolution(' in line}
+
+
+@pytest.mark.parametrize('name, conv', [
+    ('ours', convolution.Conv(8, (3, 3), strides=2)),
+    ('nn.Conv', nn.Conv(8, (3, 3), strides=2)),
+    ('nn.ConvTranspose', nn.ConvTranspose(8, (3, 3), strides=(2, 2))),
+    ('ours, 1-d', convolution.Conv(8, (3,), strides=2)),
+])
+def test_loop_unsafe_convolutions_are_those_xla_cpu_leaves_out_of_its_fast_form_in_loops(name, conv):
+  """The check the trainer runs on the lowered step (no compile) agrees with what XLA:CPU compiles inside a loop:
+  a convolution it flags ends up in a non-features-last form (a naive loop nest there); none flagged, none does."""
+  if name.endswith('1-d'):
+    conv = nn.Sequential([lambda x: x[:, 0], conv])  # (4, 16, 3) inputs.
+  lowered, compiled_forms = _scanned_gradients(conv)
+  unsafe = convolution.loop_unsafe_convolutions(lowered)
+  fast = {'b01f_01io->b01f', 'b01f_01oi->b01f', 'b0f_0io->b0f', 'b0f_0oi->b0f'}
+  assert bool(unsafe) == (not compiled_forms <= fast), (name, unsafe, compiled_forms)
+  assert bool(unsafe) == name.startswith('nn.'), name
+
+
+def test_loop_unsafe_convolutions_counts_what_it_cannot_read_as_unsafe():
+  canonical = ('%1 = stablehlo.convolution(%a, %b) dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f], window = '
+               '{stride = [1, 1], reverse = [false, false]} {batch_group_count = 1 : i64, feature_group_count = 1 : '
+               'i64}')
+  assert convolution.loop_unsafe_convolutions(canonical) == []
+  assert len(convolution.loop_unsafe_convolutions(canonical.replace('reverse = [false, false]',
+                                                                    'reverse = [true, false]'))) == 1
+  assert len(convolution.loop_unsafe_convolutions(canonical.replace('feature_group_count = 1',
+                                                                    'feature_group_count = 2'))) == 1
+  generic = '%1 = "stablehlo.convolution"(%a, %b) <{dimension_numbers = #stablehlo.conv<[b, 0, 1, f]>}>'
+  assert len(convolution.loop_unsafe_convolutions(generic)) == 1
+
+
 def test_a_strided_information_dropout_step_has_no_dilated_convolution_on_cpu():
   layer = layers.InformationDropoutConv(8, kernel_size=3, strides=2, fuse_alpha=True)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 6)), jnp.float32)

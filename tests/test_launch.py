@@ -47,9 +47,8 @@ def test_train_then_eval_on_real_mnist(shared_data, tmp_path):
   assert result.returncode == 1 and 'does not exist' in result.stderr
 
 
-def test_host_driven_loops_on_one_cpu_device_match_the_compiled_loops(shared_data, tmp_path):
-  """One CPU device drives training, BN re-estimation and test batches from the host (train._Run.host_loops);
-  two devices run them as compiled loops. Same data order and noise draws, so the same result."""
+def test_one_cpu_device_and_two_give_the_same_result(shared_data, tmp_path):
+  """The batch split over two devices is the same SPMD program: same data order and noise draws, same result."""
   summaries = []
   for devices in (1, 2):
     workdir = tmp_path / f'devices{devices}'

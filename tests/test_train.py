@@ -12,6 +12,7 @@ import pytest
 
 import train_helpers
 from infodrop_jax import checkpoint as checkpoint_lib
+from infodrop_jax import convolution
 from infodrop_jax import optim
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax import train
@@ -304,6 +305,51 @@ def test_a_one_step_chunk_has_only_canonical_convolutions(tmp_path):
   state = run.parallel.to_device_layout(run.initial_state())
   text = run._chunk_fn(1).lower(state, run.train_data.arrays, run.train_data.order(0)).compile().as_text()
   assert _convolution_forms(text) == {'b01f_01io->b01f'}
+
+
+def _one_device(monkeypatch):
+  """`_Run` on the first CPU device only, as a one-device process would have it."""
+  create = parallel_lib.Parallel.create
+  monkeypatch.setattr(parallel_lib.Parallel, 'create',
+                      classmethod(lambda cls, mode='jit', devices=None: create(mode, jax.devices()[:1])))
+
+
+class _OurConvNet(nn.Module):
+  """TinyNoisyNet's convolution, as our convolution.Conv."""
+
+  @nn.compact
+  def __call__(self, x, deterministic=False, use_running_average=False):
+    del deterministic, use_running_average
+    x = nn.relu(convolution.Conv(4, (3, 3), strides=2)(x))
+    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+
+def test_one_cpu_device_compiles_its_loops_unless_a_convolution_would_be_slow_there(tmp_path, monkeypatch):
+  _one_device(monkeypatch)
+  config = train_helpers.tiny_config()
+  plain = train._Run(config, str(tmp_path / 'plain'), model=train_helpers.TinyNoisyNet(),
+                     splits=train_helpers.tiny_splits())
+  assert plain.parallel.num_devices == 1
+  assert len(plain.loop_unsafe_convolutions()) == 2  # The weight gradients of nn.Conv's two convolutions.
+  assert plain.host_loops
+  for name, model in (('ours', _OurConvNet()), ('mlp', None)):
+    run = train._Run(config, str(tmp_path / name), model=model, splits=train_helpers.tiny_splits())
+    assert not run.loop_unsafe_convolutions() and not run.host_loops, name
+
+
+def test_host_driven_loops_match_the_compiled_loops(tmp_path, monkeypatch):
+  """Training, BN re-estimation and test batches driven from the host (one device, nn.Conv's gradients) give what
+  the compiled loops give: same data order and noise draws."""
+  _one_device(monkeypatch)
+  config = train_helpers.tiny_config()
+  summaries = {}
+  for host_loops in (True, False):
+    monkeypatch.setattr(train._Run, 'host_loops', property(lambda self, value=host_loops: value))
+    summaries[host_loops] = train.train_and_evaluate(config, str(tmp_path / str(host_loops)),
+                                                     model=train_helpers.TinyNoisyNet(),
+                                                     splits=train_helpers.tiny_splits())
+  for key in ('test/error_d', 'test/error_n', 'test/ce_d', 'test/ce_n'):
+    assert summaries[True][key] == pytest.approx(summaries[False][key], rel=1e-4, abs=1e-6), key
 
 
 class _NoKLNet(nn.Module):
