@@ -12,9 +12,10 @@ Training resumes from the latest checkpoint in --workdir; a config that differs 
 field that changes the result is refused unless --allow_config_change, and a finished run is left as it is. Multi-host: --config.distributed.enabled=True (with
 coordinator_address/num_processes/process_id, or from the cluster environment) on every process.
 
-On a CPU it restarts itself once with huge pages for malloc, and splits the machine into two XLA devices for the
-All-CNN classifiers (--host_devices): All-CNN-32 at 25 % filters trains 1.3-1.4x faster than in a plain one-device
-process (infodrop_jax/cpu_process.py says why, and how to opt out).
+For CPU training it restarts itself once with huge pages for malloc (Linux, THP in madvise mode), and splits the
+CPU into two XLA devices for the All-CNN classifiers (--host_devices): All-CNN-32 at 25 % filters trains 1.3-1.4x
+faster than in a plain one-device process (infodrop_jax/cpu_process.py says why, and how to opt out). Neither
+changes a GPU or TPU run.
 """
 from __future__ import annotations
 
