@@ -263,9 +263,10 @@ class _Run:
       return False
     unsafe = self.loop_unsafe_convolutions()
     if unsafe:
-      logging.warning('Training loops driven from the host, one step per call: %d convolution(s) of the step are '
-                      'not in the form XLA:CPU runs fast inside loops (infodrop_jax.convolution.Conv writes its '
-                      'gradients in that form), e.g. %s', len(unsafe), unsafe[0][:300])
+      logging.warning('Training loops driven from the host, one step per call: inside a compiled loop XLA:CPU would '
+                      'run %d convolution(s) of the step as a naive loop nest (infodrop_jax.convolution.Conv avoids '
+                      "that for plain convolutions; transposed ones are not covered), e.g. %s", len(unsafe),
+                      unsafe[0][:300])
     return bool(unsafe)
 
   def loop_unsafe_convolutions(self) -> list[str]:
