@@ -13,7 +13,7 @@ field that changes the result is refused unless --allow_config_change, and a fin
 coordinator_address/num_processes/process_id, or from the cluster environment) on every process.
 
 For CPU training it restarts itself once with huge pages for malloc (Linux, THP in madvise mode), and splits the
-CPU into two XLA devices for the All-CNN classifiers (--host_devices): All-CNN-32 at 25 % filters trains 1.3-1.4x
+CPU into two XLA devices for All-CNN-32 classifiers (--host_devices): All-CNN-32 at 25 % filters trains 1.3-1.4x
 faster than in a plain one-device process (infodrop_jax/cpu_process.py says why, and how to opt out). Neither
 changes a GPU or TPU run.
 """
@@ -43,7 +43,7 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'analyze', 'sweep',
                           'results_mean.csv and report.md of a sweep.')
 _HOST_DEVICES = flags.DEFINE_string(
     'host_devices', 'auto', "--mode=train/eval on a CPU: XLA CPU devices to split the machine into, the batch "
-    "split over them (infodrop_jax/cpu_process.py). 'auto': 2 for an All-CNN classifier on 2+ cores when "
+    "split over them (infodrop_jax/cpu_process.py). 'auto': 2 for an All-CNN-32 classifier on 2+ cores when "
     "config.train.parallel='jit' and the batch sizes are even, else 1. A count already in XLA_FLAGS wins; GPU/TPU "
     'runs are not affected.')
 _PRINT_CONFIG = flags.DEFINE_bool('print_config', False, 'Print the resolved config and exit.')

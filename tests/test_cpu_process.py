@@ -68,7 +68,7 @@ def test_auto_host_devices_splits_only_runs_that_can_split():
   assert cpu_process.host_devices(_config(), 'auto', cpu_count=2) == cpu_process.AUTO_DEVICES == 2
   assert cpu_process.host_devices(_config(), 'auto', cpu_count=64) == 2
   assert cpu_process.host_devices(_config(), 'auto', cpu_count=1) == 1
-  assert cpu_process.host_devices(_config('all_cnn_96'), 'auto', cpu_count=2) == 2
+  assert cpu_process.host_devices(_config('all_cnn_96'), 'auto', cpu_count=2) == 1  # Module docstring.
   assert cpu_process.host_devices(_config('mlp'), 'auto', cpu_count=2) == 1  # Slower split (module docstring).
   assert cpu_process.host_devices(_config(task='vae'), 'auto', cpu_count=2) == 1  # Not measured.
   assert cpu_process.host_devices(_config(parallel='pmap'), 'auto', cpu_count=2) == 1  # pmap: no CPU options.
