@@ -44,6 +44,14 @@ AUTO_DEVICES = 2  # What `host_devices('auto')` picks where the split applies (m
 SPLIT_MODELS = ('all_cnn_32',)  # Classifiers the split is for (module docstring).
 
 
+def usable_cpus() -> list[int]:
+  """The CPU cores this process may run on: its affinity (a sweep slot pins each run to its share), else all."""
+  try:
+    return sorted(os.sched_getaffinity(0))
+  except AttributeError:  # Not Linux.
+    return list(range(os.cpu_count() or 1))
+
+
 def huge_pages_on_request(setting_file: str = _THP_SETTING) -> bool:
   """Whether the kernel gives transparent huge pages to memory that asks for them, and only to such memory."""
   try:
@@ -104,7 +112,7 @@ def host_devices(config: Any, requested: str, cpu_count: int | None = None) -> i
 
   'auto' is AUTO_DEVICES when the split can apply, else 1. It applies when:
   - the run trains a classifier named in SPLIT_MODELS (`config.model.name`);
-  - the process may run on at least that many cores (`cpu_count`, default: its CPU affinity);
+  - the process may run on at least that many cores (`cpu_count`, default: `usable_cpus`);
   - `config.train.parallel` is 'jit' (pmap takes no XLA options, so a pmap split would lose the trainer's CPU
     kernels, `parallel.cpu_compiler_options`);
   - both batch sizes divide evenly;
@@ -114,9 +122,7 @@ def host_devices(config: Any, requested: str, cpu_count: int | None = None) -> i
     if not requested.isdigit() or int(requested) < 1:
       raise ValueError(f"--host_devices = {requested!r}: expected 'auto' or a positive int.")
     return int(requested)
-  if cpu_count is None:  # The cores this process may run on (a sweep slot pins each run to its share).
-    cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-  if (cpu_count or 1) < AUTO_DEVICES:
+  if (len(usable_cpus()) if cpu_count is None else cpu_count) < AUTO_DEVICES:
     return 1
   if config is None:  # No run to fit (a benchmark): the machine decides.
     return AUTO_DEVICES

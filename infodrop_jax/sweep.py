@@ -54,6 +54,8 @@ from typing import Any
 
 import ml_collections
 
+from infodrop_jax import cpu_process
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = REPO_ROOT / 'launch.py'
 DONE_FILE = 'DONE'
@@ -366,13 +368,6 @@ def gpu_ids(env: Mapping[str, str] | None = None) -> list[str]:
   return []
 
 
-def _cpus() -> list[int]:
-  try:
-    return sorted(os.sched_getaffinity(0))
-  except AttributeError:  # Not Linux.
-    return list(range(os.cpu_count() or 1))
-
-
 def _chunks(items: list[Any], k: int) -> list[list[Any]]:
   """`items` divided into k contiguous shares; with fewer items than k, share i is [items[i % len]]."""
   if len(items) < k:
@@ -417,7 +412,7 @@ def plan_slots(parallel: int, env: Mapping[str, str] | None = None, cpus: list[i
     raise SweepError(f'parallel={parallel}: expected an int >= 1.')
   if parallel == 1:
     return [Slot(0, None, None, {})]
-  cpus = _cpus() if cpus is None else cpus
+  cpus = cpu_process.usable_cpus() if cpus is None else cpus
   gpus = gpu_ids(env) if gpus is None else gpus
   slots = []
   for i, (cpu_share, gpu_share) in enumerate(zip(_chunks(cpus, parallel),
@@ -454,7 +449,7 @@ def machine() -> dict[str, Any]:
           break
   except OSError:
     pass
-  return {'host': platform.node(), 'cpu': cpu, 'cores': len(_cpus()), 'gpus': gpus,
+  return {'host': platform.node(), 'cpu': cpu, 'cores': len(cpu_process.usable_cpus()), 'gpus': gpus,
           'python': platform.python_version(), 'platform': platform.platform()}
 
 
