@@ -11,8 +11,6 @@ import train_helpers
 from infodrop_jax import cpu_process
 from infodrop_jax import metrics
 
-LAUNCH = str(train_helpers.REPO_ROOT / 'launch.py')
-
 
 def _config(model='all_cnn_32', task='classification', **train):
   return ml_collections.ConfigDict(dict(task=task, model=dict(name=model),
@@ -120,14 +118,9 @@ def test_summary_line_names_the_devices():
   assert metrics.format_summary(dict(summary, devices=1)).endswith('10 steps on 1 cpu device')
 
 
-def _launch(tmp_path, *args, xla_flags=None):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['JAX_PLATFORMS'] = 'cpu'
-  if xla_flags is not None:
-    env['XLA_FLAGS'] = xla_flags
-  return subprocess.run([sys.executable, LAUNCH, '--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path}',
-                         '--config.train.num_epochs=1', *args], capture_output=True, text=True, timeout=600,
-                        cwd=train_helpers.REPO_ROOT, env=env, check=False)
+def _launch(tmp_path, *args, devices=None):
+  return train_helpers.launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path}',
+                              '--config.train.num_epochs=1', *args, devices=devices)
 
 
 def test_launch_asks_for_the_devices_and_records_them(shared_data, tmp_path):
@@ -142,7 +135,7 @@ def test_launch_asks_for_the_devices_and_records_them(shared_data, tmp_path):
   assert json.loads((tmp_path / 'two' / 'summary.json').read_text())['devices'] == 2
   assert 'on 2 cpu devices' in result.stdout
   # The user's XLA_FLAGS count wins over the flag.
-  result = _launch(tmp_path / 'user', '--host_devices=2', xla_flags='--xla_force_host_platform_device_count=4')
+  result = _launch(tmp_path / 'user', '--host_devices=2', devices=4)
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads((tmp_path / 'user' / 'summary.json').read_text())['devices'] == 4
 

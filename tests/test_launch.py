@@ -1,20 +1,11 @@
 """launch.py end to end in subprocesses: print, overrides, train then eval, and its error messages."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 import train_helpers
 
-LAUNCH = str(train_helpers.REPO_ROOT / 'launch.py')
-
-
-def _launch(*args, devices=1):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  return subprocess.run([sys.executable, LAUNCH, *args], capture_output=True, text=True, timeout=600,
-                        cwd=train_helpers.REPO_ROOT, env=env, check=False)
+_launch = train_helpers.launch
 
 
 def test_print_config_applies_overrides():
