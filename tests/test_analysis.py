@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -293,10 +291,7 @@ def test_an_analysis_that_does_not_apply_is_skipped_or_refused(mlp_run):
 
 
 def test_launch_analyze_reports_errors_without_a_traceback(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  result = subprocess.run([sys.executable, str(train_helpers.REPO_ROOT / 'launch.py'), f'--workdir={tmp_path}',
-                           '--mode=analyze', '--analysis.num_images=4'], capture_output=True, text=True, timeout=300,
-                          cwd=train_helpers.REPO_ROOT, env=env, check=False)
+  result = train_helpers.launch(f'--workdir={tmp_path}', '--mode=analyze', '--analysis.num_images=4')
   assert result.returncode == 1
   assert 'error: ' in result.stderr and 'config.json not found' in result.stderr
   assert 'Traceback' not in result.stderr

@@ -2,9 +2,6 @@
 silent acceptance), distributed settings checked before JAX is contacted, warnings for fields the model ignores."""
 import copy
 import math
-import os
-import subprocess
-import sys
 import time
 import warnings
 
@@ -177,13 +174,10 @@ def test_malformed_coordinator_is_refused_before_jax_is_contacted(monkeypatch):
     ('--config.distributed.coordinator_address=:::', "error: config.distributed.coordinator_address = ':::'"),
 ])
 def test_launch_reports_invalid_overrides_in_one_line(tmp_path, override, message):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  args = [sys.executable, str(train_helpers.REPO_ROOT / 'launch.py'), '--config=configs/mnist_fc.py:smoke',
-          f'--workdir={tmp_path / "w"}', override]
+  args = ['--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path / "w"}', override]
   if 'distributed' in override:
     args.append('--config.distributed.enabled=True')
-  result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=train_helpers.REPO_ROOT, env=env,
-                          check=False)
+  result = train_helpers.launch(*args, devices=8)  # The test session's 8 forced devices, as before.
   assert result.returncode == 1, result.stderr[-2000:]
   assert message in result.stderr and 'Traceback' not in result.stderr
   assert not (tmp_path / 'w').exists()
