@@ -8,11 +8,11 @@ Three levels, from most to least assembled:
 - `InformationDropout`: the bare noise for users who build the signal f and the alpha logits themselves.
 - `BinaryDropout`, `GaussianDropout`, `LogNormalDropout`, `VariationalDropout`: the bare control noises.
 
-All noise is multiplicative, drawn from the rng stream `rng_collection` (default 'noise'), and off when
-`deterministic` (attribute or call argument, the `flax.linen.Dropout` convention). Layers with a KL term sow their
-per-unit KL map into the 'kl' collection (see `infodrop_jax.kl`); the map is sown in deterministic mode too, since
-the KL depends only on the noise distribution, which is what the information heatmaps show. Noise and KL math
-run in float32 whatever the activation dtype.
+All noise is multiplicative, drawn from the rng stream `rng_collection` (default 'noise') exactly as `jax.random`
+draws it (through `infodrop_jax.prng`, faster on CPU), and off when `deterministic` (attribute or call argument, the
+`flax.linen.Dropout` convention). Layers with a KL term sow their per-unit KL map into the 'kl' collection (see
+`infodrop_jax.kl`); the map is sown in deterministic mode too, since the KL depends only on the noise distribution,
+which is what the information heatmaps show. Noise and KL math run in float32 whatever the activation dtype.
 """
 
 from collections.abc import Callable, Sequence
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from infodrop_jax import convolution
 from infodrop_jax import kl as kl_lib
+from infodrop_jax import prng
 
 Array = jax.Array
 Dtype = Any
@@ -133,7 +134,7 @@ class InformationDropout(NoiseModule):
     key = self._noise_key(deterministic)
     if key is None:
       return f
-    log_eps = alpha * jax.random.normal(key, f.shape, jnp.float32)
+    log_eps = alpha * prng.normal(key, f.shape, jnp.float32)
     return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
 
 
@@ -162,7 +163,7 @@ class LogNormalDropout(NoiseModule):
     key = self._noise_key(deterministic)
     if key is None:
       return f
-    log_eps = self.alpha * jax.random.normal(key, f.shape, jnp.float32)
+    log_eps = self.alpha * prng.normal(key, f.shape, jnp.float32)
     return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
 
 
@@ -188,7 +189,7 @@ class BinaryDropout(_RateNoise):
     if key is None:
       return f
     keep = 1.0 - self.rate
-    mask = jax.random.bernoulli(key, keep, f.shape)
+    mask = prng.bernoulli(key, keep, f.shape)
     # Scale in float32: keep = 0.8 in bfloat16 is 0.80078, a bias of E[z].
     return jnp.where(mask, f.astype(jnp.float32) / keep, 0.0).astype(f.dtype)
 
@@ -202,7 +203,7 @@ class GaussianDropout(_RateNoise):
     if key is None:
       return f
     std = math.sqrt(self.rate / (1.0 - self.rate))
-    eps = 1.0 + std * jax.random.normal(key, f.shape, jnp.float32)
+    eps = 1.0 + std * prng.normal(key, f.shape, jnp.float32)
     return (f.astype(jnp.float32) * eps).astype(f.dtype)
 
 
@@ -233,7 +234,7 @@ class VariationalDropout(NoiseModule):
     key = self._noise_key(deterministic)
     if key is None:
       return f
-    eps = 1.0 + jnp.exp(0.5 * log_alpha) * jax.random.normal(key, f.shape, jnp.float32)
+    eps = 1.0 + jnp.exp(0.5 * log_alpha) * prng.normal(key, f.shape, jnp.float32)
     return (f.astype(jnp.float32) * eps).astype(f.dtype)
 
 

@@ -56,6 +56,7 @@ from infodrop_jax import convolution
 from infodrop_jax import echo
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import layers
+from infodrop_jax import prng
 from infodrop_jax import tasks
 
 Array = jax.Array
@@ -188,7 +189,7 @@ class GaussianLatent(layers.NoiseModule):
     key = self._noise_key(deterministic)
     if key is None:
       return mean, posterior
-    return mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape, jnp.float32), posterior
+    return mean + jnp.exp(0.5 * log_var) * prng.normal(key, mean.shape, jnp.float32), posterior
 
 
 class InformationLatent(nn.Module):
