@@ -30,7 +30,10 @@ from absl import app
 from absl import flags
 
 flags.DEFINE_string('platform', 'cpu', 'JAX platform: cpu | gpu (= cuda) | tpu.')
-flags.DEFINE_integer('batch', 100, 'Batch size.')
+flags.DEFINE_integer('batch', 100, 'Batch size (global: split over --devices).')
+flags.DEFINE_integer('devices', 1, "Devices the batch is split over ('jit' mode). With more than one, ops are "
+                     'summed over the devices: device-milliseconds per step (CPU: XLA_FLAGS='
+                     '--xla_force_host_platform_device_count=N, as the trainer splits All-CNN-32 in two).')
 flags.DEFINE_float('filter_percentage', 1.0, 'All-CNN-32 width multiplier.')
 flags.DEFINE_string('method', 'information', 'Dropout method.')
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype (config.model.dtype).')
@@ -118,7 +121,7 @@ def main(_):
   config = allcnn_step.cifar_config(FLAGS.method, FLAGS.filter_percentage, FLAGS.dtype)
   images, labels = allcnn_step.synthetic_batch(FLAGS.batch)
   key = jax.random.PRNGKey(0)
-  par = parallel.Parallel.create('jit', devices=jax.devices()[:1])
+  par = parallel.Parallel.create('jit', devices=jax.devices()[:FLAGS.devices])
   _, state, batch, compiled, compile_s = allcnn_step.build(config, images, labels, par, key)
   state, _ = allcnn_step.run_steps(compiled, state, batch, key, 2)
   state, seconds = allcnn_step.run_steps(compiled, state, batch, key, FLAGS.steps)
@@ -140,20 +143,22 @@ def main(_):
                                     if kind in device.device_kind and dtype == FLAGS.dtype), None)
   achieved = flops / (step_ms / 1000) / 1e12
   print(f'{device.device_kind} ({device.platform}); All-CNN-32 at {FLAGS.filter_percentage:.0%}, {FLAGS.method}, '
-        f'batch {FLAGS.batch}, {FLAGS.dtype}; compiler options {par.compiler_options}')
+        f'batch {FLAGS.batch} over {par.num_devices} device(s), {FLAGS.dtype}; compiler options {par.compiler_options}')
   print(f'compile {compile_s:.1f} s; {step_ms:.2f} ms/step, {FLAGS.batch / step_ms * 1000:,.0f} images/s '
         f'(mean of {FLAGS.steps}); {flops / 1e9:.2f} GFLOP/step (XLA cost analysis) = {achieved:.2f} TFLOP/s' +
         (f' = {achieved / peak:.1%} MFU of {peak:g} TFLOP/s' if peak else ' (no peak known: --peak_tflops)'))
   traced = sum(categories.values())
-  print(f'\ntraced ops: {traced:.2f} ms/step of {step_ms:.2f} (the rest: untraced library calls, dispatch, idle)\n')
-  print('| category | ms/step | share of step |')
+  # Each device runs the whole (partitioned) program: its ops' time adds up to devices × the step at most.
+  budget, unit = step_ms * par.num_devices, 'ms/step' if par.num_devices == 1 else 'device-ms/step'
+  print(f'\ntraced ops: {traced:.2f} {unit} of {budget:.2f} (the rest: untraced library calls, dispatch, idle)\n')
+  print(f'| category | {unit} | share of step |')
   print('|---|---|---|')
   for name, ms in sorted(categories.items(), key=lambda kv: -kv[1]):
-    print(f'| {name} | {ms:.2f} | {ms / step_ms:.1%} |')
-  print('\n| op | category | ms/step | share | from |')
+    print(f'| {name} | {ms:.2f} | {ms / budget:.1%} |')
+  print(f'\n| op | category | {unit} | share | from |')
   print('|---|---|---|---|---|')
   for ms, name, category, op in ops[:FLAGS.top]:
-    print(f'| {name} | {category} | {ms:.2f} | {ms / step_ms:.1%} | {op[-90:]} |')
+    print(f'| {name} | {category} | {ms:.2f} | {ms / budget:.1%} | {op[-90:]} |')
 
 
 if __name__ == '__main__':
