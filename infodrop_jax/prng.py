@@ -11,14 +11,16 @@ The functions here draw exactly `jax.random.normal(key, shape, dtype)` (and `uni
 counters (the 'partitionable' form, JAX's default, which also shards), the same hash and the same conversion of bits
 to floats, with the hash written out in `jax.numpy` on CPU (`jax.lax.platform_dependent`; other platforms call
 `jax.random` itself). `tests/test_prng.py` holds them to bit equality with `jax.random` on CPU. Where that recipe
-does not apply (a non-Threefry key, `jax_threefry_partitionable` off, another float width, more than 2³² values)
-they call `jax.random` on every platform, as `normal` does for a last axis XLA:CPU would not vectorise; the values
-never depend on which path ran.
+does not apply (a non-Threefry key, `jax_threefry_partitionable` off, a float other than float32 — a Python float
+`p` is float64 for `jax.random.bernoulli` when x64 is on —, traced bounds or `p`, an empty draw or 2³² values and
+more) they call `jax.random` on every platform, as `normal` does for a last axis XLA:CPU would not vectorise; the
+values never depend on which path ran.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,51 +35,68 @@ _FLOAT32_ONE_BITS = np.uint32(0x3F800000)
 _FLOAT32_MANTISSA_BITS = 23
 
 
-def normal(key: Array, shape: Sequence[int], dtype: jnp.dtype = jnp.float32) -> Array:
-  """`jax.random.normal(key, shape, dtype)`, the same values."""
-  return _normal(key, tuple(int(d) for d in shape), jnp.dtype(dtype))
-
-
-# Compiled as jax.random's own samplers are, so that eager calls round (fuse multiply-adds) as jitted ones do.
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _normal(key, shape, dtype):
-  if not _unrollable(key, shape, dtype) or not _erf_inv_vectorises(shape):
+def normal(key: Array, shape: Sequence[int], dtype: Any = None) -> Array:
+  """`jax.random.normal(key, shape, dtype)`, the same values (`dtype` None: JAX's default float, as there)."""
+  shape, dtype = _canonical_shape(shape), _float_dtype(dtype)
+  if not (_unrollable(key, shape, dtype) and _erf_inv_vectorises(shape)):
     return jax.random.normal(key, shape, dtype)
-  return _by_platform(key, _normal_from_bits, lambda k: jax.random.normal(k, shape, dtype), shape)
+  return _normal(key, shape)
 
 
-def uniform(key: Array, shape: Sequence[int], dtype: jnp.dtype = jnp.float32, minval: float = 0.0,
-            maxval: float = 1.0) -> Array:
-  """`jax.random.uniform(key, shape, dtype, minval, maxval)` for scalar bounds, the same values."""
-  return _uniform(key, tuple(int(d) for d in shape), jnp.dtype(dtype), float(minval), float(maxval))
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _uniform(key, shape, dtype, minval, maxval):
-  if not _unrollable(key, shape, dtype):
+def uniform(key: Array, shape: Sequence[int], dtype: Any = None, minval: Any = 0.0, maxval: Any = 1.0) -> Array:
+  """`jax.random.uniform(key, shape, dtype, minval, maxval)`, the same values."""
+  shape, dtype = _canonical_shape(shape), _float_dtype(dtype)
+  if not (_unrollable(key, shape, dtype) and _concrete_scalar(minval) and _concrete_scalar(maxval)):
     return jax.random.uniform(key, shape, dtype, minval, maxval)
+  return _uniform(key, shape, float(minval), float(maxval))
+
+
+def bernoulli(key: Array, p: Any, shape: Sequence[int]) -> Array:
+  """`jax.random.bernoulli(key, p, shape)`, the same values (True with probability p)."""
+  shape = _canonical_shape(shape)
+  # jax.random draws the uniforms in p's dtype (float64 for a Python float with x64 on); only float32 is reproduced.
+  if not (_unrollable(key, shape, jnp.float32) and _concrete_scalar(p) and jnp.result_type(p) == jnp.float32):
+    return jax.random.bernoulli(key, p, shape)
+  return _bernoulli(key, float(p), shape)
+
+
+# Compiled as jax.random's own samplers are, so that eager calls round (fuse multiply-adds) as jitted ones do. Only
+# reached for float32 draws with a Threefry key (`_unrollable`, checked outside, so a later change of JAX's
+# default PRNG cannot reuse a stale trace).
+@functools.partial(jax.jit, static_argnums=(1,))
+def _normal(key, shape):
+  return _by_platform(key, _normal_from_bits, lambda k: jax.random.normal(k, shape, jnp.float32), shape)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _uniform(key, shape, minval, maxval):
   return _by_platform(key, lambda bits: _uniform_from_bits(bits, minval, maxval),
-                      lambda k: jax.random.uniform(k, shape, dtype, minval, maxval), shape)
-
-
-def bernoulli(key: Array, p: float, shape: Sequence[int]) -> Array:
-  """`jax.random.bernoulli(key, p, shape)` for a scalar float `p`, the same values (True with probability p)."""
-  return _bernoulli(key, float(p), tuple(int(d) for d in shape))
+                      lambda k: jax.random.uniform(k, shape, jnp.float32, minval, maxval), shape)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _bernoulli(key, p, shape):
-  if not _unrollable(key, shape, jnp.float32):
-    return jax.random.bernoulli(key, p, shape)
   return _by_platform(key, lambda bits: _uniform_from_bits(bits, 0.0, 1.0) < jnp.float32(p),
-                      lambda k: jax.random.bernoulli(k, p, shape), shape)
+                      lambda k: jax.random.bernoulli(k, jnp.float32(p), shape), shape)
+
+
+def _canonical_shape(shape: Sequence[int]) -> tuple[int, ...]:
+  return tuple(int(d) for d in shape)
+
+
+def _float_dtype(dtype: Any) -> np.dtype:
+  return jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+
+
+def _concrete_scalar(value: Any) -> bool:
+  return not isinstance(value, jax.core.Tracer) and np.ndim(value) == 0
 
 
 def _unrollable(key: Array, shape: tuple[int, ...], dtype) -> bool:
   """Whether `jax.random` would draw these values with the recipe reproduced here."""
   if jnp.dtype(dtype) != jnp.float32 or not jax.config.jax_threefry_partitionable:
     return False
-  if _size(shape) >= 2 ** 32:  # Counters then need their high word; not reproduced.
+  if not 0 < _size(shape) < 2 ** 32:  # 2³² values or more need the counters' high word; not reproduced.
     return False
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     return key.shape == () and str(jax.random.key_impl(key)) == _THREEFRY
@@ -87,7 +106,7 @@ def _unrollable(key: Array, shape: tuple[int, ...], dtype) -> bool:
 def _erf_inv_vectorises(shape: tuple[int, ...]) -> bool:
   """Whether XLA:CPU's erf⁻¹ pass runs at full speed: not for a last axis of 3, 5-7 or 9-15 values.
 
-  There its loop over that axis is not vectorised, and a normal draw took 16 ns per value against jax.random's 7-28
+  There its loop over that axis is not vectorised, and a normal draw took 16 ns per value against jax.random's 6-28
   (`benchmarks/RESULTS.md`); elsewhere 2-4 ns against 5-8. Such draws are left to jax.random (the same values).
   """
   return not shape or shape[-1] in (1, 2, 4, 8) or shape[-1] >= 16

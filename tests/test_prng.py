@@ -78,6 +78,49 @@ def test_cpu_lowering_has_no_loop_where_jax_randoms_has():
   assert 'stablehlo.while' not in ours
 
 
+def test_typed_keys_take_the_unrolled_path_too():
+  key = jax.random.key(0)
+  assert 'stablehlo.while' not in jax.jit(lambda k: prng.normal(k, (64, 8))).lower(key).as_text()
+  assert 'stablehlo.while' not in jax.jit(lambda k: prng.bernoulli(k, 0.5, (64, 8))).lower(key).as_text()
+
+
+def test_x64_and_other_dtypes_of_p_follow_jax_random():
+  """jax.random.bernoulli draws in p's dtype: float64 for a Python float under x64, bfloat16 for a bfloat16 p."""
+  key = jax.random.PRNGKey(3)
+  with jax.enable_x64(True):
+    _same(prng.bernoulli(key, 0.8, (1000,)), jax.random.bernoulli(key, 0.8, (1000,)))
+    _same(prng.normal(key, (40,)), jax.random.normal(key, (40,)))  # The default dtype is float64 there too.
+    _same(prng.normal(key, (40,), jnp.float32), jax.random.normal(key, (40,), jnp.float32))
+  p = jnp.bfloat16(0.8)
+  _same(prng.bernoulli(key, p, (1000,)), jax.random.bernoulli(key, p, (1000,)))
+
+
+def test_traced_p_and_bounds_are_accepted():
+  key = jax.random.PRNGKey(4)
+  _same(jax.jit(lambda k, p: prng.bernoulli(k, p, (50,)))(key, 0.3), jax.random.bernoulli(key, 0.3, (50,)))
+  _same(jax.jit(lambda k, lo: prng.uniform(k, (50,), minval=lo, maxval=2.0))(key, -1.0),
+        jax.random.uniform(key, (50,), minval=-1.0, maxval=2.0))
+
+
+def test_empty_draws():
+  key = jax.random.PRNGKey(0)
+  assert prng.normal(key, (0, 2 ** 16, 2 ** 16)).shape == (0, 2 ** 16, 2 ** 16)
+  assert prng.bernoulli(key, 0.5, (3, 0)).shape == (3, 0)
+
+
+def test_a_change_of_default_prng_is_followed():
+  """The choice of path is made outside the compiled sampler, so a later default PRNG gets its own values."""
+  key = jax.random.PRNGKey(3)
+  _same(prng.normal(key, (4, 16)), jax.random.normal(key, (4, 16)))
+  default = jax.config.jax_default_prng_impl
+  try:
+    jax.config.update('jax_default_prng_impl', 'philox4x32')
+    _same(prng.normal(key, (4, 16)), jax.random.normal(key, (4, 16)))
+  finally:
+    jax.config.update('jax_default_prng_impl', default)
+  _same(prng.normal(key, (4, 16)), jax.random.normal(key, (4, 16)))
+
+
 @pytest.mark.parametrize('case', ['rbg key', 'partitionable off', 'float16', 'batched key'])
 def test_other_recipes_fall_back_to_jax_random(case):
   key, dtype = jax.random.PRNGKey(5), jnp.float32
