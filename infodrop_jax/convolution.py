@@ -21,6 +21,8 @@ has its own): `jax.lax.platform_dependent` picks the form when the step is lower
 `loop_unsafe_convolutions` tells whether a lowered function's convolutions are all in that form (the trainer
 uses it to decide whether a CPU run may compile its loops).
 
+`conv_transpose` / `ConvTranspose` do the same for transposed convolutions (the conv VAE's decoder).
+
 `Conv` is `nn.Conv` with it (the layers and models of this package use it; the parameters are nn.Conv's own); pass it
 to a Flax conv of your own as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`. It handles the
 features-last convolutions `nn.Conv` makes (batch first, features last, kernel (*window, in, out)) without dilation
@@ -64,6 +66,91 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int], 
 
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+
+
+def conv_transpose(lhs: Array, rhs: Array, strides: Sequence[int], padding: str | Sequence[tuple[int, int]],
+                   precision: Any = None) -> Array:
+  """`jax.lax.conv_transpose(lhs, rhs, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` (any number
+  of spatial axes, features last, kernel (*window, in, out), not transposed): the same values to float rounding.
+
+  JAX's form convolves the input dilated by the strides. XLA:CPU runs that 11-16x slower than this even in the
+  entry computation, and as a naive loop nest inside a compiled loop, gradients included. On CPU a strided one is
+  computed as what it is, the input gradient of the strided convolution it transposes, in the polyphase form
+  (`polyphase_input_gradient`): stride-1 convolutions whose own gradients are canonical. Without strides it is a
+  plain convolution (`conv_general_dilated`). Other platforms, and paddings that would crop, use
+  `jax.lax.conv_transpose` itself.
+  """
+  d = lhs.ndim - 2
+  strides = tuple(int(s) for s in strides)
+  window = rhs.shape[:d]
+  if isinstance(padding, str):
+    if padding not in ('SAME', 'VALID'):
+      raise ValueError(f"conv_transpose: padding {padding!r}: expected 'SAME', 'VALID' or (low, high) per axis.")
+    pads = [_transpose_padding(k, s, padding) for k, s in zip(window, strides)]
+  else:
+    pads = [(int(lo), int(hi)) for lo, hi in padding]
+  # The convolution this transposes: its padding, and the size it maps back to lhs's.
+  forward_pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(window, pads))
+  out_spatial = [(n - 1) * s + lo + hi - k + 2 for n, s, k, (lo, hi) in zip(lhs.shape[1:-1], strides, window, pads)]
+  numbers = features_last(lhs.ndim)
+
+  def by_xla(lhs, rhs):
+    return jax.lax.conv_transpose(lhs, rhs, strides, pads, dimension_numbers=numbers, precision=precision)
+
+  if any(p < 0 for pair in forward_pads for p in pair) or any(n <= 0 for n in out_spatial):
+    return by_xla(lhs, rhs)
+  if all(s == 1 for s in strides):  # Nothing dilated: a plain convolution with this padding.
+    return conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=numbers, precision=precision)
+
+  def polyphase(lhs, rhs):
+    kernel = jnp.swapaxes(jnp.flip(rhs, axis=tuple(range(d))), -1, -2)  # The forward convolution's kernel.
+    return polyphase_input_gradient(lhs, kernel, input_shape=(lhs.shape[0], *out_spatial, rhs.shape[-1]),
+                                    strides=strides, pads=forward_pads, precision=precision)
+
+  return jax.lax.platform_dependent(lhs, rhs, cpu=polyphase, default=by_xla)
+
+
+def _transpose_padding(window: int, stride: int, padding: str) -> tuple[int, int]:
+  """jax.lax.conv_transpose's padding of the dilated input for 'SAME' / 'VALID' (its `_conv_transpose_padding`)."""
+  if padding == 'SAME':
+    total = window + stride - 2
+    low = window - 1 if stride > window - 1 else -(-total // 2)
+  else:
+    total = window + stride - 2 + max(window - stride, 0)
+    low = window - 1
+  return low, total - low
+
+
+class ConvTranspose(nn.Module):
+  """`nn.ConvTranspose` (kernel not transposed, no dilation, one batch axis) with `conv_transpose`, loop-safe on CPU.
+
+  The same parameters as nn.ConvTranspose ('kernel' (*window, in, features), 'bias'), initialised alike, so the two
+  swap in a checkpoint.
+  """
+  features: int
+  kernel_size: Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: str | Sequence[tuple[int, int]] = 'SAME'
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    kernel_size = tuple(self.kernel_size)
+    if inputs.ndim != len(kernel_size) + 2:
+      raise ValueError(f'ConvTranspose: inputs of shape {inputs.shape}: expected (batch, *{len(kernel_size)} '
+                       'spatial, features).')
+    strides = (self.strides,) * len(kernel_size) if isinstance(self.strides, int) else tuple(self.strides)
+    kernel = self.param('kernel', self.kernel_init, kernel_size + (inputs.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+    y = conv_transpose(inputs, kernel, strides, self.padding, precision=self.precision)
+    return y if bias is None else y + bias
 
 
 def features_last(ndim: int) -> jax.lax.ConvDimensionNumbers:
@@ -168,8 +255,9 @@ def polyphase_input_gradient(grad: Array, rhs: Array, *, input_shape: Sequence[i
     starts = [offset + pad for (_, offset), pad in zip(combo, low)]
     limits = [start + m + len(taps) - 1 for start, m, (taps, _) in zip(starts, rows, combo)]
     source = jax.lax.slice(padded, (0, *starts, 0), (batch, *limits, out_features))
-    phases.append(jax.lax.conv_general_dilated(source, window.astype(grad.dtype), (1,) * len(spatial), 'VALID',
-                                               dimension_numbers=features_last(grad.ndim), precision=precision))
+    # Through `_conv`, so that differentiating this (a transposed convolution's gradients) stays canonical too.
+    phases.append(_conv(source, window.astype(grad.dtype), (1,) * len(spatial), ((0, 0),) * len(spatial),
+                        precision))
   if len(phases) == 1:  # Stride 1: the usual flipped-kernel convolution, nothing to interleave.
     return phases[0][(slice(None), *[slice(0, size) for size in spatial])]
   # phases[(r_1, ..., r_d) flattened] is (batch, m_1, ..., m_d, in); input index s_k·m_k + r_k.

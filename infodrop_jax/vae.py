@@ -165,9 +165,9 @@ class ConvDecoder(nn.Module):
   @nn.compact
   def __call__(self, z: Array) -> Array:
     x = z.reshape(z.shape[0], 1, 1, -1)
-    x = nn.relu(nn.ConvTranspose(64, (7, 7), padding='VALID')(x))
+    x = nn.relu(convolution.ConvTranspose(64, (7, 7), padding='VALID')(x))
     for features, kernel, stride in ((64, 5, 1), (64, 5, 2), (32, 5, 1), (32, 5, 2), (32, 4, 1)):
-      x = nn.relu(nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding='SAME')(x))
+      x = nn.relu(convolution.ConvTranspose(features, (kernel, kernel), strides=(stride, stride), padding='SAME')(x))
     return convolution.Conv(self.channels, (5, 5), padding='SAME')(x)
 
 

@@ -151,6 +151,7 @@ def _scanned_gradients(conv):
     ('ours', convolution.Conv(8, (3, 3), strides=2)),
     ('nn.Conv', nn.Conv(8, (3, 3), strides=2)),
     ('nn.ConvTranspose', nn.ConvTranspose(8, (3, 3), strides=(2, 2))),
+    ('ours, transposed', convolution.ConvTranspose(8, (3, 3), strides=(2, 2))),
     ('ours, 1-d', convolution.Conv(8, (3,), strides=2)),
 ])
 def test_loop_unsafe_convolutions_are_those_xla_cpu_leaves_out_of_its_fast_form_in_loops(name, conv):
@@ -198,3 +199,42 @@ def test_conv_declares_the_parameters_of_nn_conv():
   assert jax.tree.structure(ours) == jax.tree.structure(theirs)
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
     np.testing.assert_array_equal(a, b)
+
+
+_TRANSPOSED_CASES = [  # (input spatial shape, window, strides, padding)
+    ((1, 1), (7, 7), (1, 1), 'VALID'),  # The conv VAE decoder's first layer: a 1x1 map to 7x7.
+    ((7, 7), (5, 5), (1, 1), 'SAME'),
+    ((7, 7), (5, 5), (2, 2), 'SAME'),  # Its upsampling layers.
+    ((8, 8), (4, 4), (1, 1), 'SAME'),  # Its last one: an even window.
+    ((6, 5), (3, 3), (2, 2), 'VALID'),
+    ((5, 5), (2, 2), (2, 2), 'SAME'),
+    ((5, 5), (1, 1), (2, 2), 'SAME'),  # Phases no tap reaches.
+    ((6, 6), (3, 3), (3, 2), 'SAME'),
+    ((6, 6), (3, 3), (2, 2), ((1, 2), (0, 1))),  # Explicit padding.
+    ((9,), (3,), (2,), 'SAME'),  # 1-D.
+]
+
+
+@pytest.mark.parametrize('spatial, window, strides, padding', _TRANSPOSED_CASES)
+def test_conv_transpose_is_nn_conv_transpose_in_parameters_values_and_gradients(spatial, window, strides, padding):
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, *spatial, 3)), jnp.float32)
+  ours = convolution.ConvTranspose(4, window, strides=strides, padding=padding)
+  theirs = nn.ConvTranspose(4, window, strides=strides, padding=padding)
+  variables = ours.init(jax.random.PRNGKey(0), x)
+  reference = theirs.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(variables) == jax.tree.structure(reference)
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(reference)):
+    np.testing.assert_array_equal(a, b)
+  y, expected = ours.apply(variables, x), theirs.apply(variables, x)
+  assert y.shape == expected.shape
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+  cotangent = jnp.asarray(np.random.default_rng(2).normal(size=y.shape), jnp.float32)
+  grads = jax.grad(lambda v, x: jnp.sum(ours.apply(v, x) * cotangent), (0, 1))(variables, x)
+  expected_grads = jax.grad(lambda v, x: jnp.sum(theirs.apply(v, x) * cotangent), (0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_rejects_an_unknown_padding_by_name():
+  with pytest.raises(ValueError, match="padding 'CIRCULAR'"):
+    convolution.conv_transpose(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), (2, 2), 'CIRCULAR')

@@ -9,6 +9,7 @@ import pytest
 
 import train_helpers  # noqa: F401  (puts the repo root on sys.path for `configs`)
 from configs import vae_fmnist, vae_mnist
+from infodrop_jax import convolution
 from infodrop_jax import echo
 from infodrop_jax import kl
 from infodrop_jax import tasks
@@ -90,6 +91,20 @@ def test_shapes_of_reconstructions_samples_and_both_architectures():
     vae.sample_prior(echo_model, _init(echo_model), KEY, 3)
   with pytest.raises(ValueError, match='needs 28×28 images'):
     vae.VAE((32, 32, 3), architecture='conv').init(KEY, jnp.zeros((1, 32, 32, 3)), deterministic=True)
+
+
+def test_the_conv_vae_step_is_loop_safe_on_cpu():
+  """Its transposed convolutions (convolution.ConvTranspose) and all gradients are in XLA:CPU's fast form, so a
+  one-device CPU run compiles its loops (train._Run.host_loops). Lowered only: no compile."""
+  conv = vae.VAE((28, 28, 1), latent='gaussian', architecture='conv', latent_size=4)
+  variables = jax.eval_shape(lambda: _init(conv))
+
+  def loss(params):
+    out, _ = conv.apply({**variables, 'params': params}, X, deterministic=False, rngs={'noise': KEY}, mutable=['kl'])
+    return jnp.sum(out['logits'])
+  text = jax.jit(jax.grad(loss)).lower(variables['params']).as_text()
+  assert 'stablehlo.convolution' in text
+  assert convolution.loop_unsafe_convolutions(text) == []
 
 
 def test_continuous_bernoulli_is_a_normalised_density():
