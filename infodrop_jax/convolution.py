@@ -21,7 +21,8 @@ has its own): `jax.lax.platform_dependent` picks the form when the step is lower
 `loop_unsafe_convolutions` tells whether a lowered function's convolutions are all in that form (the trainer
 uses it to decide whether a CPU run may compile its loops).
 
-`conv_transpose` / `ConvTranspose` do the same for transposed convolutions (the conv VAE's decoder).
+`conv_transpose` / `ConvTranspose` do the same for transposed convolutions (the conv VAE's decoder). Both have
+reverse-mode gradients only (custom VJPs): `jax.jvp` / `jax.jacfwd` through them raise.
 
 `Conv` is `nn.Conv` with it (the layers and models of this package use it; the parameters are nn.Conv's own); pass it
 to a Flax conv of your own as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`. It handles the
@@ -77,11 +78,17 @@ def conv_transpose(lhs: Array, rhs: Array, strides: Sequence[int], padding: str 
   entry computation, and as a naive loop nest inside a compiled loop, gradients included. On CPU a strided one is
   computed as what it is, the input gradient of the strided convolution it transposes, in the polyphase form
   (`polyphase_input_gradient`): stride-1 convolutions whose own gradients are canonical. Without strides it is a
-  plain convolution (`conv_general_dilated`). Other platforms, and paddings that would crop, use
-  `jax.lax.conv_transpose` itself.
+  plain convolution (`conv_general_dilated`, on every platform). Strided ones on other platforms, and those whose
+  convolution would crop (a padding above window − 1) or that have an empty axis, use `jax.lax.conv_transpose`.
+  Like `Conv`, it has reverse-mode gradients only (a custom VJP): `jax.jvp` / `jax.jacfwd` through it raise.
   """
   d = lhs.ndim - 2
   strides = tuple(int(s) for s in strides)
+  if d < 1 or rhs.ndim != lhs.ndim or len(strides) != d or rhs.shape[-2] != lhs.shape[-1]:
+    raise ValueError(f'conv_transpose: lhs {lhs.shape}, rhs {rhs.shape}, strides {strides}: expected lhs (batch, '
+                     '*spatial, in), rhs (*window, in, out) with as many window axes and strides as spatial axes.')
+  if lhs.dtype != rhs.dtype:
+    raise ValueError(f'conv_transpose: lhs is {lhs.dtype} and rhs {rhs.dtype}; expected one dtype.')
   window = rhs.shape[:d]
   if isinstance(padding, str):
     if padding not in ('SAME', 'VALID'):
@@ -89,6 +96,8 @@ def conv_transpose(lhs: Array, rhs: Array, strides: Sequence[int], padding: str 
     pads = [_transpose_padding(k, s, padding) for k, s in zip(window, strides)]
   else:
     pads = [(int(lo), int(hi)) for lo, hi in padding]
+    if len(pads) != d:
+      raise ValueError(f'conv_transpose: padding {padding}: expected one (low, high) pair per spatial axis ({d}).')
   # The convolution this transposes: its padding, and the size it maps back to lhs's.
   forward_pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(window, pads))
   out_spatial = [(n - 1) * s + lo + hi - k + 2 for n, s, k, (lo, hi) in zip(lhs.shape[1:-1], strides, window, pads)]
@@ -97,7 +106,8 @@ def conv_transpose(lhs: Array, rhs: Array, strides: Sequence[int], padding: str 
   def by_xla(lhs, rhs):
     return jax.lax.conv_transpose(lhs, rhs, strides, pads, dimension_numbers=numbers, precision=precision)
 
-  if any(p < 0 for pair in forward_pads for p in pair) or any(n <= 0 for n in out_spatial):
+  if (any(p < 0 for pair in forward_pads for p in pair) or 0 in lhs.shape[1:-1]
+      or any(n <= 0 for n in out_spatial)):
     return by_xla(lhs, rhs)
   if all(s == 1 for s in strides):  # Nothing dilated: a plain convolution with this padding.
     return conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=numbers, precision=precision)
@@ -122,15 +132,16 @@ def _transpose_padding(window: int, stride: int, padding: str) -> tuple[int, int
 
 
 class ConvTranspose(nn.Module):
-  """`nn.ConvTranspose` (kernel not transposed, no dilation, one batch axis) with `conv_transpose`, loop-safe on CPU.
+  """`nn.ConvTranspose` (kernel not transposed, no dilation or mask, one batch axis) with `conv_transpose`, fast and
+  loop-safe on CPU.
 
-  The same parameters as nn.ConvTranspose ('kernel' (*window, in, features), 'bias'), initialised alike, so the two
-  swap in a checkpoint.
+  The same fields as far as they go, and the same parameters ('kernel' (*window, in, features), 'bias'), initialised
+  alike, so the two swap in a checkpoint. `padding` takes what nn.ConvTranspose takes except 'CIRCULAR'.
   """
   features: int
-  kernel_size: Sequence[int]
-  strides: int | Sequence[int] = 1
-  padding: str | Sequence[tuple[int, int]] = 'SAME'
+  kernel_size: int | Sequence[int]
+  strides: int | Sequence[int] | None = 1
+  padding: Any = 'SAME'
   use_bias: bool = True
   dtype: Any = None
   param_dtype: Any = jnp.float32
@@ -140,16 +151,18 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
-    kernel_size = tuple(self.kernel_size)
+    kernel_size = (self.kernel_size,) if isinstance(self.kernel_size, int) else tuple(self.kernel_size)
     if inputs.ndim != len(kernel_size) + 2:
       raise ValueError(f'ConvTranspose: inputs of shape {inputs.shape}: expected (batch, *{len(kernel_size)} '
                        'spatial, features).')
-    strides = (self.strides,) * len(kernel_size) if isinstance(self.strides, int) else tuple(self.strides)
+    strides = 1 if self.strides is None else self.strides
+    strides = (strides,) * len(kernel_size) if isinstance(strides, int) else tuple(strides)
+    padding = nn.linear.canonicalize_padding(self.padding, len(kernel_size))
     kernel = self.param('kernel', self.kernel_init, kernel_size + (inputs.shape[-1], self.features),
                         self.param_dtype)
     bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
     inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-    y = conv_transpose(inputs, kernel, strides, self.padding, precision=self.precision)
+    y = conv_transpose(inputs, kernel, strides, padding, precision=self.precision)
     return y if bias is None else y + bias
 
 

@@ -235,6 +235,32 @@ def test_conv_transpose_is_nn_conv_transpose_in_parameters_values_and_gradients(
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_transpose_rejects_an_unknown_padding_by_name():
+def test_conv_transpose_takes_nn_conv_transposes_other_field_forms():
+  """An int kernel size (one spatial axis), strides None (flax's default), an int padding, one (low, high) for every
+  axis."""
+  rng = np.random.default_rng(3)
+  for shape, fields in (((2, 5, 3), dict(kernel_size=3, strides=2, padding='SAME')),
+                        ((2, 5, 5, 3), dict(kernel_size=(3, 3), strides=None, padding=1)),
+                        ((2, 5, 5, 3), dict(kernel_size=(3, 3), strides=2, padding=(1, 2)))):
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    ours, theirs = convolution.ConvTranspose(4, **fields), nn.ConvTranspose(4, **fields)
+    variables = theirs.init(jax.random.PRNGKey(0), x)
+    np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_transpose_of_an_empty_axis_has_laxs_shape():
+  lhs, rhs = jnp.ones((2, 0, 3, 3)), jnp.ones((5, 5, 3, 4))
+  expected = jax.lax.conv_transpose(lhs, rhs, (2, 2), 'VALID', dimension_numbers=convolution.features_last(4))
+  assert convolution.conv_transpose(lhs, rhs, (2, 2), 'VALID').shape == expected.shape == (2, 4, 9, 4)
+
+
+def test_conv_transpose_rejects_bad_arguments_by_name():
+  lhs, rhs = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
   with pytest.raises(ValueError, match="padding 'CIRCULAR'"):
-    convolution.conv_transpose(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), (2, 2), 'CIRCULAR')
+    convolution.conv_transpose(lhs, rhs, (2, 2), 'CIRCULAR')
+  with pytest.raises(ValueError, match='one \\(low, high\\) pair per spatial axis'):
+    convolution.conv_transpose(lhs, rhs, (2, 2), ((1, 1),))
+  with pytest.raises(ValueError, match='as many window axes and strides'):
+    convolution.conv_transpose(lhs, rhs, (2,), 'SAME')
+  with pytest.raises(ValueError, match='one dtype'):
+    convolution.conv_transpose(lhs.astype(jnp.bfloat16), rhs, (2, 2), 'SAME')
