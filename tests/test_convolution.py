@@ -203,11 +203,9 @@ def test_conv_declares_the_parameters_of_nn_conv():
 
 _TRANSPOSED_CASES = [  # (input spatial shape, window, strides, padding)
     ((1, 1), (7, 7), (1, 1), 'VALID'),  # The conv VAE decoder's first layer: a 1x1 map to 7x7.
-    ((7, 7), (5, 5), (1, 1), 'SAME'),
     ((7, 7), (5, 5), (2, 2), 'SAME'),  # Its upsampling layers.
     ((8, 8), (4, 4), (1, 1), 'SAME'),  # Its last one: an even window.
     ((6, 5), (3, 3), (2, 2), 'VALID'),
-    ((5, 5), (2, 2), (2, 2), 'SAME'),
     ((5, 5), (1, 1), (2, 2), 'SAME'),  # Phases no tap reaches.
     ((6, 6), (3, 3), (3, 2), 'SAME'),
     ((6, 6), (3, 3), (2, 2), ((1, 2), (0, 1))),  # Explicit padding.
@@ -225,12 +223,12 @@ def test_conv_transpose_is_nn_conv_transpose_in_parameters_values_and_gradients(
   assert jax.tree.structure(variables) == jax.tree.structure(reference)
   for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(reference)):
     np.testing.assert_array_equal(a, b)
-  y, expected = ours.apply(variables, x), theirs.apply(variables, x)
+  y, expected = jax.jit(ours.apply)(variables, x), jax.jit(theirs.apply)(variables, x)
   assert y.shape == expected.shape
   np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
   cotangent = jnp.asarray(np.random.default_rng(2).normal(size=y.shape), jnp.float32)
-  grads = jax.grad(lambda v, x: jnp.sum(ours.apply(v, x) * cotangent), (0, 1))(variables, x)
-  expected_grads = jax.grad(lambda v, x: jnp.sum(theirs.apply(v, x) * cotangent), (0, 1))(variables, x)
+  grads = jax.jit(jax.grad(lambda v, x: jnp.sum(ours.apply(v, x) * cotangent), (0, 1)))(variables, x)
+  expected_grads = jax.jit(jax.grad(lambda v, x: jnp.sum(theirs.apply(v, x) * cotangent), (0, 1)))(variables, x)
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
