@@ -251,9 +251,9 @@ class _Run:
     computation (its ConvCanonicalization pass visits nothing else). The gradient convolutions JAX emits for a
     plain nn.Conv are not in that form, so inside any compiled loop, or a scan of length 1, they fall back to a
     naive loop nest: a train step of All-CNN-96 at 48x48, batch 128, took 64 s there and 1.8 s outside
-    (benchmarks/RESULTS.md). Our layers and models (convolution.Conv) emit that form themselves, and compiled
-    loops are then 2-13 % faster than host-driven steps (benchmarks/RESULTS.md). So on a single CPU device the
-    loops are host-driven only when the step has a convolution in another form
+    (benchmarks/RESULTS.md). Our layers and models (convolution.Conv, ConvTranspose) emit that form themselves,
+    and compiled loops are then 2-13 % faster than host-driven steps (benchmarks/RESULTS.md). So on a single CPU
+    device the loops are host-driven only when the step has a convolution in another form
     (`convolution.loop_unsafe_convolutions`, checked on the step lowered for abstract inputs, no compile); it is
     named once in the log. Several (forced) CPU devices always keep the compiled loops: driving 8 of them step by
     step has aborted XLA:CPU.
@@ -264,8 +264,8 @@ class _Run:
     unsafe = self.loop_unsafe_convolutions()
     if unsafe:
       logging.warning('Training loops driven from the host, one step per call: inside a compiled loop XLA:CPU would '
-                      'run %d convolution(s) of the step as a naive loop nest (infodrop_jax.convolution.Conv avoids '
-                      "that for plain convolutions; transposed ones are not covered), e.g. %s", len(unsafe),
+                      'run %d convolution(s) of the step as a naive loop nest (infodrop_jax.convolution.Conv and '
+                      "ConvTranspose avoid that), e.g. %s", len(unsafe),
                       unsafe[0][:300])
     return bool(unsafe)
 
