@@ -26,6 +26,12 @@ Prints the machine line, the trainable parameter counts of both frameworks (asse
 step of each variant (`--check`: finite, CE within 0.5 of log 10, totals of the same magnitude), and a markdown table:
 median images/s over the rounds with [min–max], and ratios of medians against torch eager and torch.compile of the
 same precision from this run. `--json` also writes every number.
+
+It also puts every variant against the machine's matrix-product rate, measured in the same process before the cells
+(`--matmul_size`: torch.mm and jnp.dot of two square matrices, one device, the better of the two): GFLOP/s = the
+step's FLOPs (XLA's cost analysis of ours' one-device step; both frameworks compute the same network) × steps/s,
+and its share of that rate. A step cannot run much above the rate its convolutions' matrix arithmetic allows, so the
+share bounds what any framework can still gain on that machine.
 """
 import contextlib
 import datetime
@@ -71,6 +77,8 @@ flags.DEFINE_integer('steps_per_call', 5, "Steps per compiled call of ours in th
                      '--warmup are rounded up to whole calls there).')
 flags.DEFINE_string('host_devices', 'auto', "CPU only: XLA CPU devices for ours' 'trainer' run, as launch.py's "
                     "--host_devices ('auto': 2 on 2+ cores). A count already in XLA_FLAGS wins.")
+flags.DEFINE_integer('matmul_size', 4096, 'Side of the square float32 (and bf16) matrices whose product sets the '
+                     "machine's matrix-product rate (0: skip it).")
 flags.DEFINE_bool('check', True, 'Check the first-step losses of every variant (finite, CE near log 10).')
 flags.DEFINE_string('json', None, 'Also write all numbers to this JSON file.')
 FLAGS = flags.FLAGS
@@ -115,6 +123,8 @@ class _Ours:
         config, images, labels, par, self._keys[0], xla_cpu_defaults=xla_cpu_defaults,
         steps_per_call=self.steps_per_call)
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+    # FLOPs per step from the one-device step only: a sharded or scanned step's cost analysis is per device / body.
+    self.flops = None if trainer_run else float((self._step.cost_analysis() or {}).get('flops', 0.0)) or None
     self._block = jax.block_until_ready
 
   def run(self, steps: int) -> tuple[float, tuple[float, float, float]]:
@@ -299,7 +309,7 @@ def _torch_name(compiled: bool, amp: bool) -> str:
 
 
 def _run_cell(method: str, filter_percentage: float, images, labels, device: str, bfloat16: bool,
-              torch_compile: bool) -> dict:
+              torch_compile: bool, matmul_rates: dict) -> dict:
   """Builds, warms up, checks and times every variant for one (filters, method); returns the cell's numbers."""
   label = f'{filter_percentage:.0%} {method}'
   num_steps = FLAGS.warmup + FLAGS.rounds * FLAGS.steps
@@ -381,13 +391,23 @@ def _run_cell(method: str, filter_percentage: float, images, labels, device: str
                      images_per_s_median=statistics.median(done) if done else None,
                      images_per_s_min=min(done) if done else None, images_per_s_max=max(done) if done else None,
                      first_step=dict(zip(('loss', 'ce', 'beta_lz'), first[name])) if name in first else None))
+  flops = next((v.flops for *_, v in entries if v is not None and getattr(v, 'flops', None)), None)
+  if flops is None and FLAGS.matmul_size > 0:  # Only trainer runs: count a one-device step's FLOPs once.
+    import jax  # pylint: disable=g-import-not-at-top
+    from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
+    compiled = allcnn_step.build(ours.config, images, labels, parallel.Parallel.create('jit', jax.devices()[:1]),
+                                 jax.random.PRNGKey(0))[3]
+    flops = float((compiled.cost_analysis() or {}).get('flops', 0.0)) or None
   for row in rows:
+    speed, rate = row['images_per_s_median'], matmul_rates.get(row['precision'])
+    row['gflop_per_s'] = flops * speed / FLAGS.batch / 1e9 if flops and speed else None
+    row['share_of_matmul_rate'] = row['gflop_per_s'] / rate if row['gflop_per_s'] and rate else None
     for ref, key in (('torch eager', 'ratio_vs_torch_eager'), ('torch.compile', 'ratio_vs_torch_compile')):
       base = next((r['images_per_s_median'] for r in rows
                    if r['precision'] == row['precision'] and r['variant'].startswith(ref + ' ')), None)
       row[key] = row['images_per_s_median'] / base if row['images_per_s_median'] and base else None
   return dict(filter_percentage=filter_percentage, method=method, params_ours=ours.num_params,
-              params_torch=torch_params, variants=rows)
+              params_torch=torch_params, flops_per_step=flops, variants=rows)
 
 
 def _check(label: str, variants: list, first: dict) -> None:
@@ -446,9 +466,42 @@ def _machine(torch, jax, device: str) -> dict:
   return info
 
 
+def _matmul_rates(torch, jax, device: str, bfloat16: bool) -> dict:
+  """{precision: GFLOP/s}: the better of torch.mm and jnp.dot (one device) on square --matmul_size matrices."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  n = FLAGS.matmul_size
+  if n <= 0:
+    return {}
+  rates = {}
+  for precision in ['float32'] + (['bfloat16'] if bfloat16 else []):
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, precision))
+    x = jax.device_put(jnp.ones((n, n), getattr(jnp, precision)), jax.devices()[0])
+    dot = jax.jit(jnp.dot).lower(x, x).compile()  # XLA's own defaults: a plain product, no options.
+
+    def torch_mm():
+      out = a @ a
+      if device == 'cuda':
+        torch.cuda.synchronize()
+      return out
+
+    best = {}
+    for name, fn in (('torch.mm', torch_mm), ('jnp.dot', lambda: dot(x, x).block_until_ready())):
+      fn()
+      seconds = []
+      for _ in range(5):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+      best[name] = 2 * n ** 3 / min(seconds) / 1e9
+    rates[precision] = max(best.values())
+    print(f'matmul rate {precision} ({n}²): ' + ', '.join(f'{k} {v:,.0f}' for k, v in best.items()) + ' GFLOP/s',
+          flush=True)
+  return rates
+
+
 def _table(cells: list) -> str:
   lines = ['| filters | method | framework/variant | compile s | images/s median [min–max] | ratio vs torch eager | '
-           'ratio vs torch.compile |', '|---|---|---|---|---|---|---|']
+           'ratio vs torch.compile | GFLOP/s (share of matmul rate) |', '|---|---|---|---|---|---|---|---|']
   fmt = lambda x, spec: '—' if x is None else format(x, spec)
   for cell in cells:
     for row in cell['variants']:
@@ -457,9 +510,10 @@ def _table(cells: list) -> str:
       else:
         speed = (f'{row["images_per_s_median"]:,.0f} [{row["images_per_s_min"]:,.0f}–'
                  f'{row["images_per_s_max"]:,.0f}]')
+      share = '' if row['share_of_matmul_rate'] is None else f' ({row["share_of_matmul_rate"]:.0%})'
       lines.append(f'| {cell["filter_percentage"]:.0%} | {cell["method"]} | {row["variant"]} | '
                    f'{fmt(row["compile_s"], ".1f")} | {speed} | {fmt(row["ratio_vs_torch_eager"], ".2f")} | '
-                   f'{fmt(row["ratio_vs_torch_compile"], ".2f")} |')
+                   f'{fmt(row["ratio_vs_torch_compile"], ".2f")} | {fmt(row["gflop_per_s"], ",.0f")}{share} |')
   return '\n'.join(lines)
 
 
@@ -512,21 +566,24 @@ def main(argv):
   print(f'batch {FLAGS.batch}; {FLAGS.rounds} rounds × {FLAGS.steps} steps per variant after {FLAGS.warmup} warm-up '
         f'steps; torch.compile {"on, mode " + FLAGS.torch_compile_mode if torch_compile else "off"}; '
         f'bfloat16 {"on" if bfloat16 else "off"}\n', flush=True)
+  matmul_rates = _matmul_rates(torch, jax, device, bfloat16)
   images, labels = allcnn_step.synthetic_batch(FLAGS.batch)
   cells = []
   for fp in FLAGS.filter_percentages:
     for method in FLAGS.methods:
-      cells.append(_run_cell(method, float(fp), images, labels, device, bfloat16, torch_compile))
+      cells.append(_run_cell(method, float(fp), images, labels, device, bfloat16, torch_compile, matmul_rates))
       if gpu:
         torch.cuda.empty_cache()
   print('\n' + _table(cells))
   print('\ncompile s: ours, lower + compile; torch.compile, its first step (compilation included). Ratios: medians '
-        'against torch eager / torch.compile of the same precision in this run.')
+        'against torch eager / torch.compile of the same precision in this run. GFLOP/s: the '
+        "step's FLOPs (XLA cost analysis) × steps/s; share of the better of torch.mm / jnp.dot measured above.")
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(dict(machine=machine, settings=dict(
           batch=FLAGS.batch, steps=FLAGS.steps, rounds=FLAGS.rounds, warmup=FLAGS.warmup,
           torch_compile=torch_compile, torch_compile_mode=FLAGS.torch_compile_mode, bfloat16=bfloat16,
+          matmul_size=FLAGS.matmul_size, matmul_gflop_per_s=matmul_rates,
           learning_rate=LEARNING_RATE, n_train=N_TRAIN), cells=cells), f, indent=2)
     print(f'wrote {FLAGS.json}')
 
