@@ -12,8 +12,8 @@ Commands:
   python launch.py --config=configs/mnist_ip.py:cpu --workdir=workdirs/mnist_ip_cpu_info
   python launch.py --config=configs/mnist_ip.py:cpu_gaussian --workdir=workdirs/mnist_ip_cpu_gaussian
   python launch.py --config=configs/mnist_ip.py --workdir=workdirs/mnist_ip_info   (full run; ':gaussian' too)
-Expected time: on a 2-core CPU dev container shared with other jobs (load about 7), 542 s for ':cpu' and 367 s for
-':cpu_gaussian' (2026-11-29); the 200-epoch runs take about twice that.
+Expected time: 91 s for ':cpu' and for ':cpu_gaussian' on a free 2-core CPU (Xeon, 2026-11-30; 542 s and 367 s
+when the CPU was shared with other jobs, load about 7); the 200-epoch runs take about twice that.
 Expected result (CPU variants, benchmarks/information_plane_results.md): test error 1.47 % (D) / 1.52 % (N) with
 information dropout and 1.45 % / 1.64 % with Gaussian dropout. On the M = 1000 fixed training examples the 32-unit
 layer's I(X;Z) stays at the estimator's ceiling log M = 6.908 nats under information dropout (its KL, the quantity

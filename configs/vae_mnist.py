@@ -12,8 +12,8 @@ and decoder, 32-d Echo latent, d_max = 99 (all other examples of the batch of 10
 ×0.3 at epochs 100 and 150 (mean rate over the last 100 epochs 5.9e-5 vs their 1.5e-4: not the same schedule).
 Their binary MNIST is the fixed (Larochelle) binarisation, 50k train; ours draws a fresh Bernoulli binarisation
 every step from the 60k training images and evaluates on one fixed draw of the test set.
-`:cpu`: the Keras port's MLP 784-256-2 and its 50 epochs, with Adam 1e-3 (theirs: 1e-4) ×0.3 at epoch 40; about
-8 minutes per latent on a 2-core CPU.
+`:cpu`: the Keras port's MLP 784-256-2 and its 50 epochs, with Adam 1e-3 (theirs: 1e-4) ×0.3 at epoch 40; 122 s
+(Gaussian) / 156 s (Echo) on a free 2-core CPU (2026-11-30; 8–10 minutes when the CPU was shared).
 """
 from __future__ import annotations
 
