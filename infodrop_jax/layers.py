@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from infodrop_jax import batch_norm
 from infodrop_jax import convolution
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import prng
@@ -351,8 +352,9 @@ class _NoisyProjection(nn.Module):
       f = self._projection('signal', not self.use_bn, x)(x)
     if self.use_bn:
       use_running_average = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
-      f = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                       use_scale=self.bn_use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name='bn')(f)
+      f = batch_norm.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum,
+                               epsilon=self.bn_epsilon, use_scale=self.bn_use_scale, dtype=self.dtype,
+                               param_dtype=self.param_dtype, name='bn')(f)
     f = ACTIVATIONS[self.activation](f)
     noise = self._noise()
     if noise is None:  # method='none': nothing to switch, so `deterministic` may be left unset.

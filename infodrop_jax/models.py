@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from infodrop_jax import batch_norm
 from infodrop_jax import convolution
 from infodrop_jax import layers
 
@@ -49,8 +50,8 @@ class _NoiseSettings(nn.Module):
 
   def _conv_bn_act(self, x: jax.Array, features: int, kernel: int, name: str, use_running_average: bool) -> jax.Array:
     x = convolution.Conv(features, (kernel, kernel), padding='SAME', use_bias=False, dtype=self.dtype, name=name)(x)
-    x = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, dtype=self.dtype,
-                     name=f'{name}_bn', **_ORIGINAL_BN)(x)
+    x = batch_norm.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum, dtype=self.dtype,
+                             name=f'{name}_bn', **_ORIGINAL_BN)(x)
     return layers.ACTIVATIONS[self.activation](x)
 
   def _classifier_head(self, x: jax.Array, use_running_average: bool) -> jax.Array:
