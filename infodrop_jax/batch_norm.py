@@ -7,17 +7,20 @@ a custom VJP whose CPU backward pass is the closed form, two sums per feature an
 
   dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂))  (+ the terms of the batch mean and variance outputs, when used),
 
-x̂ = (x − μ)/σ, σ = sqrt(var + ε), g the output gradient. All-CNN-32 at 25 % filters: 4 % more images/s in the
+x̂ = (x − μ)/σ, σ = sqrt(var + ε), g the output gradient. All-CNN-32 at 25 % filters: 5 % more images/s in the
 trainer's loop; the same at 100 % to within noise.
 
 The forward pass is Flax's own arithmetic in Flax's order, so outputs and running statistics are Flax's; gradients
-agree to float rounding. On other platforms the backward pass is JAX's differentiation of that forward pass, as
-with nn.BatchNorm. The parameters ('scale', 'bias') and statistics ('batch_stats': 'mean', 'var') have nn.BatchNorm's
+agree to float rounding wherever the fast variance E[x²] − E[x]² is itself accurate. Where it cancels to 0 or below
+(a feature with |mean| ≫ std, relative to float32's precision) both gradients are dominated by that rounding and
+differ. On other platforms the backward pass is JAX's differentiation of that forward pass, as with nn.BatchNorm.
+Training mode has reverse-mode gradients only (a custom VJP, as `convolution.Conv`): `jax.jvp` / `jax.jacfwd`
+through it raise; `jax.grad` of `jax.grad` and Hessian-vector products by reverse mode work. The parameters ('scale', 'bias') and statistics ('batch_stats': 'mean', 'var') have nn.BatchNorm's
 names, shapes and initialisers, so checkpoints of either restore into the other.
 
 It covers what this package's models use: features on the last axis, statistics of the (global, under jit) batch,
-`use_fast_variance`, float32 reductions. Anything else (`axis`, `axis_name`, `mask`, ...) is nn.BatchNorm's: pass
-nn.BatchNorm itself for it.
+`use_fast_variance`, float32 reductions, real inputs. Anything else (`axis`, `axis_name`, `axis_index_groups`,
+`mask`, complex inputs, ...) is nn.BatchNorm's: use nn.BatchNorm itself for it.
 """
 from __future__ import annotations
 
@@ -80,11 +83,12 @@ def closed_form_vjp(x, scale, bias, mean, var, live, cotangents, *, epsilon: flo
   inv = jax.lax.rsqrt(var + epsilon)
   centred = x - mean  # Promoted as in the forward pass (float32 statistics).
   x_hat = centred * inv
-  g = grad_y.astype(centred.dtype)
+  g = grad_y.astype(jnp.promote_types(centred.dtype, grad_y.dtype))
   g_sum, g_x_hat_sum = g.sum(axes), (g * x_hat).sum(axes)
   mul = inv if scale is None else inv * scale
-  # `live`: the variance was not clipped at 0 (it can round below). Where it was, it carries no gradient (JAX's
-  # `maximum` gives a tie half; there x − μ is 0 to rounding, which these terms multiply anyway).
+  # `live`: E[x²] − E[x]² was above 0. Where it was clipped (it can round to 0 or below), the variance carries no
+  # gradient; JAX's `maximum` gives half of it at exactly 0. A constant feature has x − μ = 0 there, which these
+  # terms multiply; a feature whose fast variance cancelled gets rounding either way.
   live = live.astype(mean.dtype)
   grad_x = (mul * (g - g_sum / count - x_hat * (live * g_x_hat_sum / count))
             + grad_mean / count + centred * (live * 2.0 * grad_var / count))
@@ -113,7 +117,8 @@ batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 class BatchNorm(nn.Module):
   """nn.BatchNorm (features on the last axis, no axis_name or mask) with `batch_norm_train`'s gradient on CPU.
 
-  The fields are nn.BatchNorm's, with its defaults; `use_running_average` merges with the call argument.
+  The fields below have nn.BatchNorm's meanings and defaults; pass them by keyword, as nn.BatchNorm's positional
+  order (`axis` second) is not this one's. `use_running_average` merges with the call argument.
   """
   use_running_average: bool | None = None
   momentum: float = 0.99
@@ -128,6 +133,9 @@ class BatchNorm(nn.Module):
   @nn.compact
   def __call__(self, x: Array, use_running_average: bool | None = None) -> Array:
     use_running_average = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
+    if jnp.issubdtype(jnp.result_type(x), jnp.complexfloating):
+      raise ValueError(f'BatchNorm: inputs of dtype {jnp.result_type(x)}: complex inputs need nn.BatchNorm '
+                       '(its variance is E|x|² − |E[x]|²).')
     features = (x.shape[-1],)
     # As nn.BatchNorm: statistics first, then scale and bias; float32 (at least) statistics.
     ra_mean = self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32), features)

@@ -83,6 +83,22 @@ def test_the_closed_form_and_jax_differentiation_agree():
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(ref))))
 
 
+def test_forward_mode_raises_and_complex_inputs_are_refused():
+  x = _inputs((8, 3), jnp.float32)
+  module = batch_norm.BatchNorm(use_running_average=False)
+  variables = module.init(jax.random.key(0), x)
+  apply = lambda x: module.apply(variables, x, mutable=['batch_stats'])[0].sum()
+  with pytest.raises(TypeError, match='forward-mode'):
+    jax.jvp(apply, (x,), (x,))
+  # Second order by reverse mode works, and agrees with nn.BatchNorm's.
+  flax_apply = lambda x: nn.BatchNorm(use_running_average=False).apply(variables, x, mutable=['batch_stats'])[0]
+  second = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x))))(x)
+  np.testing.assert_allclose(second(lambda x: module.apply(variables, x, mutable=['batch_stats'])[0]),
+                             second(flax_apply), rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match='complex'):
+    module.apply(variables, x.astype(jnp.complex64), mutable=['batch_stats'])
+
+
 def test_vmapped_and_sharded_gradients_match_one_device():
   x = _inputs((32, 4, 4, 3), jnp.float32)
   module = batch_norm.BatchNorm(use_running_average=False, use_scale=True)
