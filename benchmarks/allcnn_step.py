@@ -36,6 +36,13 @@ def run_steps(compiled, state, batch, key, steps: int):
   return state, time.perf_counter() - start
 
 
+def step_flops(compiled) -> float:
+  """FLOPs of one call of a compiled function by XLA's cost analysis (0.0 when it gives none)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # Older JAX: one dict per device program.
+  return float((cost or {}).get('flops', 0.0))
+
+
 def build(config, images, labels, par, key, xla_cpu_defaults: bool = False, steps_per_call: int = 1):
   """(model, state, batch, compiled step, compile seconds) for `config` on `par`'s mesh, batch pre-placed.
 

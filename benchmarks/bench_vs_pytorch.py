@@ -124,7 +124,7 @@ class _Ours:
         steps_per_call=self.steps_per_call)
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
     # FLOPs per step from the one-device step only: a sharded or scanned step's cost analysis is per device / body.
-    self.flops = None if trainer_run else float((self._step.cost_analysis() or {}).get('flops', 0.0)) or None
+    self.flops = None if trainer_run else allcnn_step.step_flops(self._step) or None
     self._block = jax.block_until_ready
 
   def run(self, steps: int) -> tuple[float, tuple[float, float, float]]:
@@ -397,7 +397,7 @@ def _run_cell(method: str, filter_percentage: float, images, labels, device: str
     from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
     compiled = allcnn_step.build(ours.config, images, labels, parallel.Parallel.create('jit', jax.devices()[:1]),
                                  jax.random.PRNGKey(0))[3]
-    flops = float((compiled.cost_analysis() or {}).get('flops', 0.0)) or None
+    flops = allcnn_step.step_flops(compiled) or None
   for row in rows:
     speed, rate = row['images_per_s_median'], matmul_rates.get(row['precision'])
     row['gflop_per_s'] = flops * speed / FLAGS.batch / 1e9 if flops and speed else None

@@ -136,9 +136,7 @@ def main(_):
     shutil.rmtree(trace_dir, ignore_errors=True)
 
   device = jax.devices()[0]
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float((cost or {}).get('flops', 0.0))
+  flops = allcnn_step.step_flops(compiled)
   peak = FLAGS.peak_tflops or next((v for (kind, dtype), v in PEAK_TFLOPS.items()
                                     if kind in device.device_kind and dtype == FLAGS.dtype), None)
   achieved = flops / (step_ms / 1000) / 1e12

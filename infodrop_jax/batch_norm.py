@@ -15,8 +15,10 @@ agree to float rounding wherever the fast variance E[x²] − E[x]² is itself a
 (a feature with |mean| ≫ std, relative to float32's precision) both gradients are dominated by that rounding and
 differ. On other platforms the backward pass is JAX's differentiation of that forward pass, as with nn.BatchNorm.
 Training mode has reverse-mode gradients only (a custom VJP, as `convolution.Conv`): `jax.jvp` / `jax.jacfwd`
-through it raise; `jax.grad` of `jax.grad` and Hessian-vector products by reverse mode work. The parameters ('scale', 'bias') and statistics ('batch_stats': 'mean', 'var') have nn.BatchNorm's
-names, shapes and initialisers, so checkpoints of either restore into the other.
+through it raise; `jax.grad` of `jax.grad` and Hessian-vector products by reverse mode work.
+
+The parameters ('scale', 'bias') and statistics ('batch_stats': 'mean', 'var') have nn.BatchNorm's names, shapes
+and initialisers, so checkpoints of either restore into the other.
 
 It covers what this package's models use: features on the last axis, statistics of the (global, under jit) batch,
 `use_fast_variance`, float32 reductions, real inputs. Anything else (`axis`, `axis_name`, `axis_index_groups`,
