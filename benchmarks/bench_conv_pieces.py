@@ -12,6 +12,12 @@ products (one per kernel tap), then the same three with PyTorch's oneDNN kernels
 `torch.nn.grad.conv2d_input` / `conv2d_weight`), and one plain matrix product of the weight gradient's inner shape
 ((N·H·W)ᵀ × C by N·H·W × O). Milliseconds per call, mean of --repeats calls after one warm-up. PyTorch is a
 benchmark-only extra (requirements-bench.txt).
+
+`--winograd` adds a second table for the stride-1 shapes: Winograd's minimal filtering F(2×2, 3×3) and F(4×4, 3×3)
+(Lavin & Gray 2016) written in JAX (tiles transformed with strided slices, one batched matrix product per tile
+position, JAX's own gradients of that), forward and forward + both gradients against ours, their largest error
+relative to ours, and what the arithmetic does not explain: the time of the batched product alone and of one pass
+that reads and writes the transformed input (this machine's memory traffic).
 """
 import functools
 import time
@@ -25,7 +31,63 @@ flags.DEFINE_list('shapes', ['100x32x96x96s1', '100x32x96x192s2', '100x16x192x19
 flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
 flags.DEFINE_bool('xla_cpu_defaults', False, "Compile ours with XLA's own CPU defaults instead of the trainer's "
                   'options (parallel.cpu_compiler_options: YNNPACK convolutions off).')
+flags.DEFINE_bool('winograd', False, 'Also time Winograd F(2x2,3x3) and F(4x4,3x3) convolutions on the stride-1 shapes.')
 FLAGS = flags.FLAGS
+
+# Winograd's transforms (Lavin & Gray 2016): output tile m, input tile m + 2; B^T (input), G (filter), A^T (output).
+_WINOGRAD = {
+    2: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]],
+        [[1, 1, 1, 0], [0, 1, -1, -1]]),
+    4: ([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0],
+         [0, 4, 0, -5, 0, 1]],
+        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+         [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+}
+
+
+def _combine(coefficients, terms):
+  """Σ c·t over the nonzero coefficients, written as adds (and scales only where |c| ≠ 1) for XLA to fuse."""
+  total = None
+  for c, t in zip(coefficients, terms):
+    if c:
+      t = t if c == 1 else -t if c == -1 else t * float(c)
+      total = t if total is None else total + t
+  return total
+
+
+def _winograd_parts(x, tile):
+  """The transformed input tiles of a 3x3 'SAME' convolution, (tile + 2)² × (N·tiles, C), and the tile counts."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  bt = _WINOGRAD[tile][0]
+  size = tile + 2
+  n, h, w, c = x.shape
+  th, tw = -(-h // tile), -(-w // tile)
+  xp = jnp.pad(x, ((0, 0), (1, th * tile + 1 - h), (1, tw * tile + 1 - w), (0, 0)))
+  rows = [jax.lax.slice_in_dim(xp, i, i + (th - 1) * tile + 1, tile, axis=1) for i in range(size)]
+  parts = []
+  for row in (_combine(bt[i], rows) for i in range(size)):
+    cols = [jax.lax.slice_in_dim(row, j, j + (tw - 1) * tile + 1, tile, axis=2) for j in range(size)]
+    parts += [_combine(bt[j], cols) for j in range(size)]
+  return jnp.stack(parts).reshape(size * size, n * th * tw, c), (th, tw)
+
+
+def _winograd_conv(x, w, tile):
+  """A 3x3 stride-1 'SAME' convolution, NHWC × HWIO, by Winograd's F(tile × tile, 3 × 3)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  _, g, at = (jnp.asarray(m, jnp.float32) if i == 1 else m for i, m in enumerate(_WINOGRAD[tile]))
+  size = tile + 2
+  n, h, wd, _ = x.shape
+  o = w.shape[-1]
+  v, (th, tw) = _winograd_parts(x, tile)
+  u = jnp.einsum('ir,rsco,js->ijco', g, w, g).reshape(size * size, w.shape[2], o)
+  m = jax.lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,)))).reshape(size, size, n, th, tw, o)
+  rows = [_combine(at[i], [m[p] for p in range(size)]) for i in range(tile)]
+  y = jnp.stack([jnp.stack([_combine(at[j], [r[q] for q in range(size)]) for j in range(tile)]) for r in rows])
+  return y.transpose(2, 3, 0, 4, 1, 5).reshape(n, th * tile, tw * tile, o)[:, :h, :wd]
 
 
 def _parse(shape):
@@ -121,6 +183,44 @@ def main(_):
     ratio = f'{(ours[0] + ours[1] + ours[3]) / sum(theirs):.2f}' if torch else '—'
     mm = f'{theirs_mm:.1f}' if torch else '—'
     print(f'| {shape} | ' + ' | '.join(cells) + f' | {ratio} | {ours_mm:.1f} / {mm} |', flush=True)
+  if FLAGS.winograd:
+    _winograd_table(jit, rng)
+
+
+def _winograd_table(jit, rng):
+  """Winograd F(2x2,3x3) and F(4x4,3x3) against ours on the stride-1 shapes (ms; see the module docstring)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from infodrop_jax import convolution  # pylint: disable=g-import-not-at-top
+  print('\n| shape | ours fwd | ours fwd+dx+dw | tile | Winograd fwd | Winograd fwd+dx+dw | its batched product | '
+        'one pass over its input tiles | largest error / ours |')
+  print('|---|---|---|---|---|---|---|---|---|')
+  block = jax.block_until_ready
+  for shape in FLAGS.shapes:
+    n, h, c, o, s = _parse(shape)
+    if s != 1:
+      continue
+    x = jnp.asarray(rng.normal(size=(n, h, h, c)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, c, o)) / np.sqrt(9 * c), jnp.float32)
+    dy = jnp.asarray(rng.normal(size=(n, h, h, o)), jnp.float32)
+    ours = lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    both = lambda conv: jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy))
+    forward, forward_backward = jit(ours), both(ours)
+    reference = forward(x, w)
+    ours_times = [_time(lambda: forward(x, w), block), _time(lambda: forward_backward(x, w, dy), block)]
+    for tile in (2, 4):
+      conv = functools.partial(_winograd_conv, tile=tile)
+      forward, forward_backward = jit(conv), both(conv)
+      error = float(jnp.max(jnp.abs(forward(x, w) - reference)) / jnp.max(jnp.abs(reference)))
+      v = jit(lambda x, tile=tile: _winograd_parts(x, tile)[0])(x)
+      u = jnp.asarray(rng.normal(size=(v.shape[0], c, o)), jnp.float32)
+      product = jit(lambda v, u: jax.lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,)))))
+      one_pass = jit(lambda v: v * 2)
+      times = [_time(lambda: forward(x, w), block), _time(lambda: forward_backward(x, w, dy), block),
+               _time(lambda: product(v, u), block), _time(lambda: one_pass(v), block)]
+      print(f'| {shape} | ' + ' | '.join(f'{t:.1f}' for t in ours_times) + f' | {tile}×{tile} | ' +
+            ' | '.join(f'{t:.1f}' for t in times) + f' | {error:.1e} |', flush=True)
 
 
 if __name__ == '__main__':
