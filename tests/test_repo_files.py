@@ -1,6 +1,7 @@
 """Files a user of the repository relies on: the license, the citation, and docs the code points to."""
 import pathlib
 import re
+import subprocess
 import tomllib
 
 import pytest
@@ -40,3 +41,16 @@ def test_package_docs_point_inside_the_repository():
   originals = (ROOT / 'docs' / 'ORIGINALS.md').read_text(encoding='utf-8')
   for topic in ('All-CNN-32', 'All-CNN-96', 'Original bugs we fix', 'Echo noise', 'process_cifar.py'):
     assert topic in originals
+
+
+@pytest.mark.parametrize('script', ['.ci/run', 'benchmarks/gpu_prepare.sh', 'benchmarks/gpu_session.sh'])
+def test_shell_scripts_parse(script):
+  """A syntax error in the GPU session script would cost a lent GPU's minutes before anyone saw it."""
+  result = subprocess.run(['bash', '-n', str(ROOT / script)], capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+
+
+def test_gpu_session_refuses_an_unknown_part():
+  result = subprocess.run(['bash', str(ROOT / 'benchmarks/gpu_session.sh'), 'everything'], capture_output=True,
+                          text=True, check=False)
+  assert result.returncode == 2 and 'usage' in result.stderr
