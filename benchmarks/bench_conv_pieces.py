@@ -31,7 +31,8 @@ flags.DEFINE_list('shapes', ['100x32x96x96s1', '100x32x96x192s2', '100x16x192x19
 flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
 flags.DEFINE_bool('xla_cpu_defaults', False, "Compile ours with XLA's own CPU defaults instead of the trainer's "
                   'options (parallel.cpu_compiler_options: YNNPACK convolutions off).')
-flags.DEFINE_bool('winograd', False, 'Also time Winograd F(2x2,3x3) and F(4x4,3x3) convolutions on the stride-1 shapes.')
+flags.DEFINE_bool('winograd', False, 'Also time Winograd F(2x2,3x3) and F(4x4,3x3) convolutions on the stride-1 '
+                  'shapes.')
 FLAGS = flags.FLAGS
 
 # Winograd's transforms (Lavin & Gray 2016): output tile m, input tile m + 2; B^T (input), G (filter), A^T (output).
@@ -78,7 +79,8 @@ def _winograd_conv(x, w, tile):
   """A 3x3 stride-1 'SAME' convolution, NHWC × HWIO, by Winograd's F(tile × tile, 3 × 3)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  _, g, at = (jnp.asarray(m, jnp.float32) if i == 1 else m for i, m in enumerate(_WINOGRAD[tile]))
+  _, g, at = _WINOGRAD[tile]
+  g = jnp.asarray(g, jnp.float32)
   size = tile + 2
   n, h, wd, _ = x.shape
   o = w.shape[-1]
@@ -204,7 +206,8 @@ def _winograd_table(jit, rng):
     x = jnp.asarray(rng.normal(size=(n, h, h, c)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, c, o)) / np.sqrt(9 * c), jnp.float32)
     dy = jnp.asarray(rng.normal(size=(n, h, h, o)), jnp.float32)
-    ours = lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    ours = lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     both = lambda conv: jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy))
     forward, forward_backward = jit(ours), both(ours)
     reference = forward(x, w)

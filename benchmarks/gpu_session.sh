@@ -2,7 +2,7 @@
 # Issue 13's GPU checks, prepared for a session lent a GPU (15 minutes of device time, starts included, at most
 # 10 minutes a call). First, here: `bash benchmarks/gpu_prepare.sh` (fills .gpu_carry/). Then one device `run` per
 # part, carry ['.gpu_carry'], a timeout_s of about the part's total plus a minute:
-#   bash benchmarks/gpu_session.sh bench   # ≤ 7 min: smoke run, step times and profiles (float32 and bf16),
+#   bash benchmarks/gpu_session.sh bench   # ≤ 9 min: smoke run, step times and profiles (float32 and bf16),
 #                                          # PyTorch side by side (eager, AMP, torch.compile)
 #   bash benchmarks/gpu_session.sh e2e     # cifar_info on the JPEG proxy, float32 then bf16, 200 epochs each
 #                                          # (GPU_SESSION_EPOCHS, GPU_SESSION_E2E_LIMIT seconds per run)
@@ -18,7 +18,6 @@ out="${OUT:-/tmp/gpu_session_out}"
 work=/tmp/gpu_session   # Logs and run directories; only the archive and the summary go to $OUT (8 files at most).
 mkdir -p "$out" "$work"
 cd "$(dirname "$0")/.."
-repo=$(pwd)
 export PYTHONUNBUFFERED=1
 py="${PYTHON:-python3}"  # The GPU image has python3 (with PyTorch), not always python.
 if [ "$platform" = cpu ]; then
@@ -114,4 +113,3 @@ if [ "$part" != bench ]; then
 fi
 echo "done $(date -u +%H:%M:%S)" | tee -a "$work/summary.txt"
 pack
-cd "$repo"
