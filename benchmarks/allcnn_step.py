@@ -43,6 +43,17 @@ def step_flops(compiled) -> float:
   return float((cost or {}).get('flops', 0.0))
 
 
+def xla_step_flops(config, images, labels, key) -> float:
+  """FLOPs of one one-device step of `config` by XLA's cost analysis, counted on the step traced with XLA's own
+  kernel gradients: the analysis counts nothing in a custom call, and the compiled CPU kernels
+  (`infodrop_jax.native`) are custom calls. Both compute the same convolutions."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from infodrop_jax import native, parallel  # pylint: disable=g-import-not-at-top
+  with native.disabled():
+    compiled = build(config, images, labels, parallel.Parallel.create('jit', jax.devices()[:1]), key)[3]
+  return step_flops(compiled)
+
+
 def build(config, images, labels, par, key, xla_cpu_defaults: bool = False, steps_per_call: int = 1):
   """(model, state, batch, compiled step, compile seconds) for `config` on `par`'s mesh, batch pre-placed.
 

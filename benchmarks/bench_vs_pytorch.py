@@ -9,7 +9,9 @@ without the noise) it builds these variants of one SGD step (Nesterov momentum 0
 weight_decay·Σ||w||²/2 with beta 3, N_train 50,000, weight decay 1e-3, synthetic CIFAR-shaped data):
 - ours: `jax.jit` of `train.train_step` on one device, one step per call, state donated, batch pre-placed (as
   bench_train_step.py), with the trainer's XLA options (on CPU: YNNPACK's convolutions off,
-  `parallel.cpu_compiler_options`); `--xla_cpu_kernels=ours,default` also times it with XLA's own CPU defaults;
+  `parallel.cpu_compiler_options`) and the compiled convolution kernels (`infodrop_jax.native`, where they build);
+  `--xla_cpu_kernels=ours,default` also times it with XLA's own CPU defaults, `--native_kernels=true,false` with
+  XLA's convolutions instead of the compiled kernels ('no native');
 - ours as the trainer runs (`--ours_runs=trainer`, on by default): the same step on all of the process's devices
   (the batch split over them), `--steps_per_call` steps per call in a `lax.scan`. Like `launch.py`, on a CPU the
   benchmark restarts itself with huge pages for malloc and splits the machine into `--host_devices` XLA devices
@@ -29,13 +31,15 @@ same precision from this run. `--json` also writes every number.
 
 It also puts every variant against the machine's matrix-product rate, measured in the same process before the cells
 (`--matmul_size`: torch.mm and jnp.dot of two square matrices, one device, the better of the two): GFLOP/s = the
-step's FLOPs (XLA's cost analysis of ours' one-device step; both frameworks compute the same network) × steps/s,
+step's FLOPs (XLA's cost analysis of ours' one-device step, traced with XLA's kernel gradients, since the
+analysis counts nothing in a custom call; both frameworks compute the same network) × steps/s,
 and its share of that rate. A step cannot run much above the rate its convolutions' matrix arithmetic allows, so the
 share bounds what any framework can still gain on that machine.
 """
 import contextlib
 import datetime
 import functools
+import itertools
 import json
 import math
 import os
@@ -71,6 +75,8 @@ flags.DEFINE_list('fuse_alpha', ['true'], "Ours with config.model.fuse_alpha on 
                   "('false,true' times both in the same run; only the information method has an alpha projection).")
 flags.DEFINE_list('xla_cpu_kernels', ['ours'], "CPU only: ours with the trainer's XLA options "
                   "(parallel.cpu_compiler_options, 'ours') and/or XLA's own defaults ('default').")
+flags.DEFINE_list('native_kernels', ['true'], "CPU only: ours with the compiled convolution kernels "
+                  "(infodrop_jax.native, the default where they build) and/or without them ('false': XLA's).")
 flags.DEFINE_list('ours_runs', ['step', 'trainer'], "Ours one step per call on one device ('step') and/or as "
                   "the trainer runs it ('trainer': all devices, --steps_per_call steps per call).")
 flags.DEFINE_integer('steps_per_call', 5, "Steps per compiled call of ours in the 'trainer' run (--steps and "
@@ -99,15 +105,16 @@ class _Ours:
   torch_compiled = False
 
   def __init__(self, method: str, filter_percentage: float, dtype: str, images, labels, num_steps: int,
-               fuse_alpha: bool = False, xla_cpu_defaults: bool = False, trainer_run: bool = False):
+               fuse_alpha: bool = False, xla_cpu_defaults: bool = False, trainer_run: bool = False,
+               native_kernels: bool = True):
     import jax  # pylint: disable=g-import-not-at-top
-    from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
+    from infodrop_jax import native, parallel  # pylint: disable=g-import-not-at-top
 
     config = allcnn_step.cifar_config(method, filter_percentage, dtype)
     config.model.fuse_alpha = fuse_alpha
     config.optim.learning_rate = LEARNING_RATE
     self.config = config
-    kernels = ' XLA:CPU default kernels' if xla_cpu_defaults else ''
+    kernels = (' XLA:CPU default kernels' if xla_cpu_defaults else '') + ('' if native_kernels else ' no native')
     # 'step': one device, as the PyTorch side (the default mesh would spread ours over every GPU of the machine).
     devices = jax.devices() if trainer_run else jax.devices()[:1]
     self.steps_per_call = FLAGS.steps_per_call if trainer_run else 1
@@ -119,12 +126,13 @@ class _Ours:
     self._keys = list(jax.random.split(jax.random.PRNGKey(0), num_steps))
     self._i = 0
     par = parallel.Parallel.create('jit', devices=devices)
-    self.model, self.state, self.batch, self._step, self.compile_s = allcnn_step.build(
-        config, images, labels, par, self._keys[0], xla_cpu_defaults=xla_cpu_defaults,
-        steps_per_call=self.steps_per_call)
+    with contextlib.nullcontext() if native_kernels else native.disabled():
+      self.model, self.state, self.batch, self._step, self.compile_s = allcnn_step.build(
+          config, images, labels, par, self._keys[0], xla_cpu_defaults=xla_cpu_defaults,
+          steps_per_call=self.steps_per_call)
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
     # FLOPs per step from the one-device step only: a sharded or scanned step's cost analysis is per device / body.
-    self.flops = None if trainer_run else allcnn_step.step_flops(self._step) or None
+    self.flops = None if trainer_run else allcnn_step.xla_step_flops(config, images, labels, self._keys[0]) or None
     self._block = jax.block_until_ready
 
   def run(self, steps: int) -> tuple[float, tuple[float, float, float]]:
@@ -308,6 +316,10 @@ def _torch_name(compiled: bool, amp: bool) -> str:
   return ('torch.compile' if compiled else 'torch eager') + (' AMP bf16 + channels_last' if amp else ' float32')
 
 
+def _true(flag: str) -> bool:
+  return flag.lower() in ('true', '1', 'yes')
+
+
 def _run_cell(method: str, filter_percentage: float, images, labels, device: str, bfloat16: bool,
               torch_compile: bool, matmul_rates: dict) -> dict:
   """Builds, warms up, checks and times every variant for one (filters, method); returns the cell's numbers."""
@@ -318,19 +330,21 @@ def _run_cell(method: str, filter_percentage: float, images, labels, device: str
   failed = {}  # name -> reason: torch.compile may fail to build, compile or run; that is reported, not fatal.
   ours = None
   for group in groups:
-    fuse_values = sorted({flag.lower() in ('true', '1', 'yes') for flag in FLAGS.fuse_alpha}) \
+    fuse_values = sorted({_true(flag) for flag in FLAGS.fuse_alpha}) \
         if method == 'information' else [False]
     kernel_values = sorted({kernels == 'default' for kernels in FLAGS.xla_cpu_kernels}) if device == 'cpu' \
         else [False]
-    for fuse_alpha in fuse_values:
-      for xla_cpu_defaults in kernel_values:
-        for trainer_run in sorted({run == 'trainer' for run in FLAGS.ours_runs}):
-          _log(f'[{label}] compiling ours {group}{" fused" if fuse_alpha else ""}'
-               f'{" XLA:CPU default kernels" if xla_cpu_defaults else ""}{" trainer run" if trainer_run else ""}')
-          variant = _Ours(method, filter_percentage, group, images, labels, num_steps, fuse_alpha=fuse_alpha,
-                          xla_cpu_defaults=xla_cpu_defaults, trainer_run=trainer_run)
-          ours = ours or variant
-          entries.append((variant.name, group, 'ours', variant))
+    native_values = sorted({_true(flag) for flag in FLAGS.native_kernels}, reverse=True) if device == 'cpu' \
+        else [True]
+    for fuse_alpha, xla_cpu_defaults, native_kernels, trainer_run in itertools.product(
+        fuse_values, kernel_values, native_values, sorted({run == 'trainer' for run in FLAGS.ours_runs})):
+      _log(f'[{label}] compiling ours {group}{" fused" if fuse_alpha else ""}'
+           f'{" XLA:CPU default kernels" if xla_cpu_defaults else ""}{"" if native_kernels else " no native"}'
+           f'{" trainer run" if trainer_run else ""}')
+      variant = _Ours(method, filter_percentage, group, images, labels, num_steps, fuse_alpha=fuse_alpha,
+                      xla_cpu_defaults=xla_cpu_defaults, trainer_run=trainer_run, native_kernels=native_kernels)
+      ours = ours or variant
+      entries.append((variant.name, group, 'ours', variant))
     for compiled in [False] + ([True] if torch_compile else []):
       name = _torch_name(compiled, group == 'bfloat16')
       try:
@@ -394,10 +408,7 @@ def _run_cell(method: str, filter_percentage: float, images, labels, device: str
   flops = next((v.flops for *_, v in entries if v is not None and getattr(v, 'flops', None)), None)
   if flops is None and FLAGS.matmul_size > 0:  # Only trainer runs: count a one-device step's FLOPs once.
     import jax  # pylint: disable=g-import-not-at-top
-    from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
-    compiled = allcnn_step.build(ours.config, images, labels, parallel.Parallel.create('jit', jax.devices()[:1]),
-                                 jax.random.PRNGKey(0))[3]
-    flops = allcnn_step.step_flops(compiled) or None
+    flops = allcnn_step.xla_step_flops(ours.config, images, labels, jax.random.PRNGKey(0)) or None
   for row in rows:
     speed, rate = row['images_per_s_median'], matmul_rates.get(row['precision'])
     row['gflop_per_s'] = flops * speed / FLAGS.batch / 1e9 if flops and speed else None

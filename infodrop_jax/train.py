@@ -37,6 +37,7 @@ from infodrop_jax import convolution
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import metrics as metrics_lib
 from infodrop_jax import optim
+from infodrop_jax import native
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax import tasks
 from infodrop_jax.data import pipeline as pipeline_lib
@@ -297,9 +298,11 @@ class _Run:
     return state
 
   def device_record(self) -> dict[str, Any]:
-    """What the run ran on, for summary.json: device count and kind, and the parallel mode."""
-    return dict(devices=self.parallel.num_devices, device_kind=self.parallel.mesh.devices.flat[0].device_kind,
-                parallel=self.parallel.mode)
+    """What the run ran on, for summary.json: device count and kind, the parallel mode, and on CPU whether the
+    compiled kernel gradients (`infodrop_jax.native`) were in use."""
+    first = self.parallel.mesh.devices.flat[0]
+    return dict(devices=self.parallel.num_devices, device_kind=first.device_kind, parallel=self.parallel.mode,
+                native_cpu_kernels=first.platform == 'cpu' and native.available())
 
   # --- compiled pieces ---
 

@@ -31,7 +31,6 @@ host→device copies); a streaming source for data that does not fit would imple
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from absl import logging
 import jax
