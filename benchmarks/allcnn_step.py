@@ -51,6 +51,9 @@ def xla_step_flops(config, images, labels, key) -> float:
   from infodrop_jax import native, parallel  # pylint: disable=g-import-not-at-top
   with native.disabled():
     compiled = build(config, images, labels, parallel.Parallel.create('jit', jax.devices()[:1]), key)[3]
+  text = compiled.as_text()
+  assert native.KERNEL_GRADIENT_TARGET not in text and native.FORWARD_TARGET not in text, (
+      'a cached trace with the custom calls: FLOPs would be undercounted')
   return step_flops(compiled)
 
 

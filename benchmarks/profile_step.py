@@ -54,9 +54,9 @@ CATEGORIES = (  # (category, test on (instruction line, op_name)), first match w
      or 'infodrop_kernel_gradient' in line  # The compiled CPU kernel (infodrop_jax.native), a custom call.
      or (' convolution(' in line and 'transpose(' in op and _is_kernel_gradient(line))),
     ('convolution, input gradient', lambda line, op: 'convBackwardInput' in line or (
-        ' convolution(' in line and 'transpose(' in op)),
+        (' convolution(' in line or 'infodrop_conv_forward' in line) and 'transpose(' in op)),
     ('convolution, forward', lambda line, op: ' convolution(' in line or 'cudnn$conv' in line
-     or 'conv_general_dilated' in op),
+     or 'infodrop_conv_forward' in line or 'conv_general_dilated' in op),
     ('dot', lambda line, op: ' dot(' in line or 'dot_general' in op),
     ('random numbers', lambda line, op: any(k in op for k in ('_normal', '_uniform', '_bernoulli', 'threefry',
                                                              'random_bits'))),
@@ -138,7 +138,10 @@ def main(_):
 
   device = jax.devices()[0]
   with native.disabled():  # XLA's cost analysis counts nothing in the compiled kernels' custom calls.
-    flops = allcnn_step.step_flops(allcnn_step.build(config, images, labels, par, key)[3])
+    without_custom_calls = allcnn_step.build(config, images, labels, par, key)[3]
+  assert not {native.KERNEL_GRADIENT_TARGET, native.FORWARD_TARGET} & set(
+      re.findall(r'infodrop_\w+', without_custom_calls.as_text()))
+  flops = allcnn_step.step_flops(without_custom_calls)
   peak = FLAGS.peak_tflops or next((v for (kind, dtype), v in PEAK_TFLOPS.items()
                                     if kind in device.device_kind and dtype == FLAGS.dtype), None)
   achieved = flops / (step_ms / 1000) / 1e12

@@ -200,7 +200,7 @@ def _lax_conv(lhs, rhs, strides, pads, precision):
 def _forward(lhs, rhs, strides, pads, precision):
   """The convolution's value: on CPU the compiled kernel (`native.forward`) where it measured faster than XLA's
   (`native.supports_forward`), else XLA's own."""
-  if not native.supports_forward(lhs, rhs, pads):
+  if not native.supports_forward(lhs, rhs, strides, pads):
     return _lax_conv(lhs, rhs, strides, pads, precision)
   return jax.lax.platform_dependent(
       lhs, rhs, cpu=lambda lhs, rhs: _native_forward(lhs, rhs, strides, pads, precision),

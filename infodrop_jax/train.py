@@ -298,11 +298,11 @@ class _Run:
     return state
 
   def device_record(self) -> dict[str, Any]:
-    """What the run ran on, for summary.json: device count and kind, the parallel mode, and on CPU whether the
-    compiled kernel gradients (`infodrop_jax.native`) were in use."""
+    """What the run ran on, for summary.json: device count and kind, the parallel mode, and whether the compiled
+    CPU convolution kernels (`infodrop_jax.native`) were available to it (used where a convolution qualifies)."""
     first = self.parallel.mesh.devices.flat[0]
     return dict(devices=self.parallel.num_devices, device_kind=first.device_kind, parallel=self.parallel.mode,
-                native_cpu_kernels=first.platform == 'cpu' and native.available())
+                native_cpu_kernels_available=first.platform == 'cpu' and native.available())
 
   # --- compiled pieces ---
 

@@ -129,7 +129,7 @@ def test_launch_asks_for_the_devices_and_records_them(shared_data, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((tmp_path / 'auto' / 'summary.json').read_text())
   assert (summary['devices'], summary['device_kind'], summary['parallel']) == (1, 'cpu', 'jit')
-  assert isinstance(summary['native_cpu_kernels'], bool)
+  assert isinstance(summary['native_cpu_kernels_available'], bool)
   assert 'on 1 cpu device' in result.stdout
   result = _launch(tmp_path / 'two', '--host_devices=2')
   assert result.returncode == 0, result.stderr[-3000:]

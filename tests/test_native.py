@@ -163,6 +163,8 @@ def test_convolution_uses_the_kernels_where_they_apply():
   assert native.KERNEL_GRADIENT_TARGET not in _gradient_jaxpr(3)  # Input channels not a multiple of 8.
   assert native.FORWARD_TARGET in _value_jaxpr(3, native.FORWARD_MAX_OUT)
   assert native.FORWARD_TARGET not in _value_jaxpr(3, native.FORWARD_MAX_OUT + 1)  # Where XLA's measured faster.
+  narrow_rows = jnp.zeros((2, native.FORWARD_MIN_WIDTH - 1, native.FORWARD_MIN_WIDTH - 1, 8))
+  assert not native.supports_forward(narrow_rows, jnp.zeros((3, 3, 8, 8)), (1, 1), ((1, 1), (1, 1)))
   for target in (native.KERNEL_GRADIENT_TARGET, native.FORWARD_TARGET):
     assert target not in _gradient_jaxpr(8, jnp.bfloat16)
     with native.disabled():
@@ -171,7 +173,7 @@ def test_convolution_uses_the_kernels_where_they_apply():
 
 @needs_kernels
 def test_a_supported_convolution_and_its_gradients_lower_to_custom_calls_on_cpu_only():
-  x, w = jnp.zeros((2, 8, 8, 8)), jnp.zeros((3, 3, 8, 16))
+  x, w = jnp.zeros((2, 16, 16, 8)), jnp.zeros((3, 3, 8, 16))  # Output rows of 8: the forward kernel's too.
   loss = lambda x, w: jnp.sum(convolution.conv_general_dilated(x, w, (2, 2), 'SAME',
                                                                dimension_numbers=('NHWC', 'HWIO', 'NHWC')) ** 2)
   lowered = lambda platform: jax.jit(jax.grad(loss, (0, 1))).trace(x, w).lower(
@@ -179,7 +181,8 @@ def test_a_supported_convolution_and_its_gradients_lower_to_custom_calls_on_cpu_
   cpu, cuda = lowered('cpu'), lowered('cuda')
   assert 'stablehlo.convolution' not in cpu
   assert native.FORWARD_TARGET in cpu and native.KERNEL_GRADIENT_TARGET in cpu
-  assert 'stablehlo.convolution' in cuda and 'infodrop_' not in cuda
+  assert 'stablehlo.convolution' in cuda
+  assert native.FORWARD_TARGET not in cuda and native.KERNEL_GRADIENT_TARGET not in cuda
 
 
 @needs_kernels
@@ -271,3 +274,47 @@ def test_per_example_gradients_under_vmap_equal_lax():
                                                                         dimension_numbers=numbers)))
   ref = lambda w, x: jnp.sum(jnp.tanh(jax.lax.conv_general_dilated(x, w, (2, 2), 'SAME', dimension_numbers=numbers)))
   _assert_close(jax.jit(jax.vmap(jax.grad(ours), (None, 0)))(w, xs), jax.vmap(jax.grad(ref), (None, 0))(w, xs))
+
+
+@needs_kernels
+def test_a_window_larger_than_the_padded_input_is_xlas_empty_output():
+  x = jnp.ones((2, 1, 1, 8))
+  w = jnp.ones((3, 3, 8, 4))
+  numbers = ('NHWC', 'HWIO', 'NHWC')
+  assert not native.supports_forward(x, w, (1, 1), ((0, 0), (0, 0)))
+  ours = jax.jit(lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), 'VALID', dimension_numbers=numbers))
+  assert ours(x, w).shape == jax.lax.conv_general_dilated(x, w, (1, 1), 'VALID', dimension_numbers=numbers).shape
+
+
+@needs_kernels
+def test_a_batch_sharded_training_loop_matches_xlas_convolutions():
+  """As the trainer runs: a jitted lax.scan of gradient steps through convolution.Conv, batch sharded over the
+  (8 forced) devices; the same with the kernels disabled."""
+  model = nn.Sequential([convolution.Conv(8, (3, 3)), nn.relu, convolution.Conv(16, (3, 3), strides=2), nn.relu,
+                         convolution.Conv(8, (3, 3), padding='VALID')])
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('batch',))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2 * len(jax.devices()), 12, 12, 3)), jnp.float32)
+  x = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('batch')))
+  params = model.init(jax.random.PRNGKey(0), x[:1])
+
+  def train():
+    def step(params, _):
+      grads = jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(params)
+      return jax.tree.map(lambda p, g: p - 1e-4 * g, params, grads), None
+    return jax.jit(lambda p: jax.lax.scan(step, p, length=3)[0])
+
+  text = train().lower(params).compile().as_text()
+  assert 'all-gather' not in text and native.KERNEL_GRADIENT_TARGET in text
+  got = train()(params)
+  with native.disabled():
+    expected = train()(params)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_cxx_may_carry_arguments(tmp_path):
+  if not _machine_can_build():
+    pytest.skip('no AVX-512F CPU or no C++ compiler')
+  done = _python('from infodrop_jax import native; assert native.available(), "not available"',
+                 CXX=f'env {shutil.which("c++")}', INFODROP_CACHE_DIR=str(tmp_path / 'cache'))
+  assert done.returncode == 0, done.stderr

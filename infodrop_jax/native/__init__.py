@@ -1,10 +1,10 @@
 """Compiled XLA:CPU kernels for 2-D convolutions: the kernel (weight) gradient, and the forward pass of narrow ones.
 
 XLA:CPU in the jaxlib we test (0.10.2) computes a convolution's kernel gradient with Eigen, as a convolution with a
-huge window after transposing both operands: 1.2-4x the time the contraction needs, and the largest single cost of an
-All-CNN train step on a CPU. `conv2d.cc` computes it (`kernel_gradient`) from the operands as the step stores them,
-in AVX-512 register tiles, as an XLA FFI custom call; and the forward pass (`forward`), which beats Eigen's for
-layers of up to FORWARD_MAX_OUT output channels. `infodrop_jax.convolution` uses both on CPU where they apply
+huge window after transposing both operands: up to 6x the time the contraction needs, and the largest single cost
+of an All-CNN train step on a CPU. `conv2d.cc` computes it (`kernel_gradient`) from the operands as the step stores
+them, in AVX-512 register tiles, as an XLA FFI custom call; and the forward pass (`forward`), which beats Eigen's
+for layers of up to FORWARD_MAX_OUT output channels. `infodrop_jax.convolution` uses both on CPU where they apply
 (`supports_kernel_gradient`, `supports_forward`); the results are XLA's to float rounding. Numbers:
 benchmarks/RESULTS.md.
 
@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -36,7 +37,6 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
 Array = jax.Array
@@ -46,10 +46,12 @@ SOURCE = pathlib.Path(__file__).with_name('conv2d.cc')
 KERNEL_GRADIENT_TARGET = 'infodrop_kernel_gradient'
 FORWARD_TARGET = 'infodrop_conv_forward'
 CHANNEL_MULTIPLE = 8  # conv2d.cc's kernel-gradient register tile: input channels a multiple of this.
-# The forward kernel is used up to this many output channels: there it ran 1.3-2.2x faster than XLA's Eigen
-# convolutions on every All-CNN-32 shape measured; at 96 outputs 0.96-1.10x, above that 0.7-1.1x
+# The forward kernel is used up to this many output channels: there it ran 1.2-2.4x faster than XLA's Eigen
+# convolutions on All-CNN-32's shapes with rows of 8 outputs or more; at 96 to 384 outputs 0.9-1.1x
 # (benchmarks/RESULTS.md, 2-core AVX-512 Xeon).
 FORWARD_MAX_OUT = 48
+# Its tiles are 8 output pixels of a row: narrower rows waste lanes (0.67x XLA's at All-CNN-32's 6x6 outputs).
+FORWARD_MIN_WIDTH = 8
 _FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC')
 _DISABLED = contextvars.ContextVar('infodrop_native_disabled', default=False)
 
@@ -58,8 +60,9 @@ class NativeBuildError(RuntimeError):
   """The kernels could not be compiled or loaded on this machine (the message says why)."""
 
 
-def _compiler() -> str:
-  return os.environ.get('CXX') or 'c++'
+def _compiler() -> list[str]:
+  """$CXX split as a shell would ('ccache g++' too), else c++."""
+  return shlex.split(os.environ.get('CXX', '')) or ['c++']
 
 
 def library_path() -> pathlib.Path:
@@ -67,10 +70,10 @@ def library_path() -> pathlib.Path:
   from infodrop_jax.data.config import default_cache_dir  # pylint: disable=import-outside-toplevel
   compiler = _compiler()
   try:
-    version = subprocess.run([compiler, '--version'], capture_output=True, text=True, check=True,
+    version = subprocess.run([*compiler, '--version'], capture_output=True, text=True, check=True,
                              timeout=60).stdout
   except (OSError, subprocess.SubprocessError) as error:
-    raise NativeBuildError(f'no working C++ compiler ({compiler!r}: {error}); set $CXX to one') from error
+    raise NativeBuildError(f'no working C++ compiler ({" ".join(compiler)!r}: {error}); set $CXX to one') from error
   key = hashlib.sha256()
   for part in (SOURCE.read_bytes(), version.encode(), ' '.join(_FLAGS).encode(), jax.lib.__version__.encode(),
                _cpu_model().encode()):
@@ -93,7 +96,7 @@ def build(path: pathlib.Path) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
     partial = pathlib.Path(scratch) / path.name
-    command = [_compiler(), *_FLAGS, '-isystem', jax.ffi.include_dir(), str(SOURCE), '-o', str(partial)]
+    command = [*_compiler(), *_FLAGS, '-isystem', jax.ffi.include_dir(), str(SOURCE), '-o', str(partial)]
     try:
       done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as error:
@@ -111,14 +114,14 @@ def _load() -> str | None:
   try:
     path = library_path()
     if not path.exists():
-      if shutil.which(_compiler()) is None:
-        raise NativeBuildError(f'no C++ compiler {_compiler()!r} on PATH; set $CXX to one')
+      if shutil.which(_compiler()[0]) is None:
+        raise NativeBuildError(f'no C++ compiler {_compiler()[0]!r} on PATH; set $CXX to one')
       build(path)
     library = ctypes.cdll.LoadLibrary(str(path))
     for target in (KERNEL_GRADIENT_TARGET, FORWARD_TARGET):
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)), platform='cpu')
-  except (NativeBuildError, OSError, AttributeError) as error:
-    return str(error)
+  except Exception as error:  # pylint: disable=broad-except  # Whatever fails here, XLA's convolutions remain.
+    return f'{type(error).__name__}: {error}' if not isinstance(error, NativeBuildError) else str(error)
   return None
 
 
@@ -132,14 +135,16 @@ def available() -> bool:
 
 @functools.cache
 def _log_unavailable(reason: str) -> None:
-  logging.warning('infodrop_jax.native: compiled CPU kernels unavailable, XLA computes convolution kernel '
-                  'gradients instead (same results, slower): %s', reason)
+  logging.warning('infodrop_jax.native: compiled CPU kernels unavailable, XLA computes the convolutions instead '
+                  '(same results, slower): %s', reason)
 
 
 @contextlib.contextmanager
 def disabled():
-  """Functions traced inside use XLA's kernel gradients (XLA's cost analysis counts no FLOPs in a custom call, so
-  benchmarks count a step's FLOPs on one traced in here; also for comparisons)."""
+  """Convolutions traced inside use XLA's kernels, not these (XLA's cost analysis counts no FLOPs in a custom
+  call, so benchmarks count a step's FLOPs on one traced in here; also for comparisons). JAX's trace caches do not
+  see this switch: a function already traced outside is not traced again inside, so pass a fresh function (a new
+  `jax.jit` or `functools.partial`)."""
   token = _DISABLED.set(True)
   try:
     yield
@@ -148,23 +153,30 @@ def disabled():
 
 
 def _usable(*arrays) -> bool:
-  # A process whose default backend is a GPU or TPU neither builds nor uses them (its convolutions run there).
-  return (all(a.ndim == 4 and a.dtype == jnp.float32 for a in arrays) and not _DISABLED.get()
-          and jax.default_backend() == 'cpu' and available())
+  # Empty arrays are XLA's (nothing to gain). A process whose default backend is a GPU or TPU neither builds nor
+  # uses the kernels (its convolutions run there).
+  return (all(a.ndim == 4 and a.dtype == jnp.float32 and 0 not in a.shape for a in arrays)
+          and not _DISABLED.get() and jax.default_backend() == 'cpu' and available())
 
 
 def supports_kernel_gradient(lhs: Array, grad: Array, window: Sequence[int], pads) -> bool:
-  """Whether `kernel_gradient` handles this convolution: 2-D, float32, input channels a multiple of 8, a batch,
+  """Whether `kernel_gradient` handles this convolution: 2-D, float32, non-empty, input channels a multiple of 8,
   no negative padding (the kernels being `available` and not `disabled`)."""
-  return (len(window) == 2 and lhs.shape[-1] % CHANNEL_MULTIPLE == 0 and lhs.shape[0] > 0
+  return (len(window) == 2 and lhs.shape[-1] % CHANNEL_MULTIPLE == 0
           and all(lo >= 0 and hi >= 0 for lo, hi in pads) and _usable(lhs, grad))
 
 
-def supports_forward(lhs: Array, rhs: Array, pads) -> bool:
-  """Whether `forward` handles this convolution, and is used for it: 2-D, float32, a batch, no negative padding,
-  at most FORWARD_MAX_OUT output channels (the kernels being `available` and not `disabled`)."""
-  return (lhs.shape[0] > 0 and rhs.shape[-1] <= FORWARD_MAX_OUT and all(lo >= 0 and hi >= 0 for lo, hi in pads)
-          and _usable(lhs, rhs))
+def supports_forward(lhs: Array, rhs: Array, strides: Sequence[int], pads) -> bool:
+  """Whether `forward` handles this convolution, and is used for it: 2-D, float32, non-empty, no negative padding,
+  at most FORWARD_MAX_OUT output channels and rows of at least FORWARD_MIN_WIDTH outputs (the kernels being
+  `available` and not `disabled`)."""
+  return (lhs.ndim == 4 and rhs.ndim == 4 and rhs.shape[-1] <= FORWARD_MAX_OUT
+          and all(lo >= 0 and hi >= 0 for lo, hi in pads)
+          and _output_spatial(lhs, rhs, strides, pads)[1] >= FORWARD_MIN_WIDTH and _usable(lhs, rhs))
+
+
+def _output_spatial(lhs, rhs, strides, pads) -> list[int]:
+  return [(size + lo + hi - k) // s + 1 for size, k, s, (lo, hi) in zip(lhs.shape[1:3], rhs.shape[:2], strides, pads)]
 
 
 def kernel_gradient(lhs: Array, grad: Array, *, window: Sequence[int], strides: Sequence[int],
@@ -172,7 +184,7 @@ def kernel_gradient(lhs: Array, grad: Array, *, window: Sequence[int], strides: 
   """The kernel gradient (KH, KW, C, O) of the features-last convolution of `lhs` (N, H, W, C) with these strides
   and explicit pads, given its output gradient `grad` (N, P, Q, O). Check `supports_kernel_gradient` first; raises
   NativeBuildError where the kernels are not `available`."""
-  return _KERNEL_GRADIENT(lhs, grad, (*window, lhs.shape[-1], grad.shape[-1]), strides, pads)
+  return _ops()[KERNEL_GRADIENT_TARGET](lhs, grad, (*window, lhs.shape[-1], grad.shape[-1]), strides, pads)
 
 
 def forward(lhs: Array, rhs: Array, *, strides: Sequence[int], pads: Sequence[tuple[int, int]]) -> Array:
@@ -180,9 +192,8 @@ def forward(lhs: Array, rhs: Array, *, strides: Sequence[int], pads: Sequence[tu
   strides and explicit pads (`jax.lax.conv_general_dilated`'s value, to float rounding; no gradient of its own:
   `convolution` gives it one). Check `supports_forward` first; raises NativeBuildError where the kernels are not
   `available`."""
-  spatial = [(size + lo + hi - k) // s + 1
-             for size, k, s, (lo, hi) in zip(lhs.shape[1:3], rhs.shape[:2], strides, pads)]
-  return _FORWARD(lhs, rhs, (lhs.shape[0], *spatial, rhs.shape[-1]), strides, pads)
+  spatial = _output_spatial(lhs, rhs, strides, pads)
+  return _ops()[FORWARD_TARGET](lhs, rhs, (lhs.shape[0], *spatial, rhs.shape[-1]), strides, pads)
 
 
 class _Op:
@@ -193,6 +204,7 @@ class _Op:
     self.target = target
     self.second_batched = second_batched  # The second operand shares lhs's batch axis (and its sharding).
     self.sums_over_batch = sums_over_batch  # The result sums over the batch: shards add up (psum).
+    from jax.experimental.custom_partitioning import custom_partitioning  # pylint: disable=import-outside-toplevel
     self._partitioned = custom_partitioning(self._call, static_argnums=(2, 3, 4))
     self._partitioned.def_partition(partition=self._partition, infer_sharding_from_operands=self._infer,
                                     sharding_rule=sharding_rule, **rule)
@@ -244,13 +256,21 @@ class _Op:
 
 
 def _batch_axes(arg_shapes):
-  """The mesh axes lhs's batch is sharded over (None if replicated)."""
-  spec = arg_shapes[0].sharding.spec
+  """The mesh axes lhs's batch is sharded over (None if replicated, or given a sharding without a mesh)."""
+  sharding = arg_shapes[0].sharding
+  spec = sharding.spec if isinstance(sharding, NamedSharding) else ()
   return spec[0] if len(spec) else None
 
 
-_KERNEL_GRADIENT = _Op(KERNEL_GRADIENT_TARGET, 'n h w c, n p q o -> i j c o', second_batched=True,
-                       sums_over_batch=True, reduction_factors=('n',),
-                       need_replication_factors=('h', 'w', 'c', 'p', 'q', 'o', 'i', 'j'))
-_FORWARD = _Op(FORWARD_TARGET, 'n h w c, i j c o -> n p q o', second_batched=False, sums_over_batch=False,
-               need_replication_factors=('h', 'w', 'c', 'i', 'j', 'o', 'p', 'q'))  # In order of appearance.
+@functools.cache
+def _ops() -> dict[str, _Op]:
+  """The two ops, made on first use: importing this module (every model does, through `convolution`) then needs
+  none of the sharding APIs on machines that never use the kernels."""
+  return {
+      KERNEL_GRADIENT_TARGET: _Op(KERNEL_GRADIENT_TARGET, 'n h w c, n p q o -> i j c o', second_batched=True,
+                                  sums_over_batch=True, reduction_factors=('n',),
+                                  need_replication_factors=('h', 'w', 'c', 'p', 'q', 'o', 'i', 'j')),
+      # need_replication_factors in order of appearance, as Shardy requires.
+      FORWARD_TARGET: _Op(FORWARD_TARGET, 'n h w c, i j c o -> n p q o', second_batched=False,
+                          sums_over_batch=False, need_replication_factors=('h', 'w', 'c', 'i', 'j', 'o', 'p', 'q')),
+  }

@@ -4,10 +4,10 @@
 //
 // * infodrop_kernel_gradient:
 //     dw[i][j][c][o] = sum over n, p, q of x[n][p*sh + i - pad_h][q*sw + j - pad_w][c] * g[n][p][q][o].
-//   XLA:CPU computes it with Eigen as a convolution with a huge window after transposing both operands, 1.2-4x
-//   slower than this (benchmarks/RESULTS.md). Here each image is one pass over its x and g, which stay in cache
-//   while every (tap, 8 input channels, <= 48 output channels) tile of dw accumulates in AVX-512 registers: 8
-//   broadcasts of x and <= 3 vector loads of g feed <= 24 FMAs per output pixel. Needs C % 8 == 0.
+//   XLA:CPU computes it with Eigen as a convolution with a huge window after transposing both operands, up to 2.2x
+//   slower than this (benchmarks/RESULTS.md). Here one image's x and g at a time stay in cache while every (tap,
+//   8 input channels, <= 48 output channels) tile of dw accumulates over them in AVX-512 registers: 8 broadcasts of
+//   x and <= 3 vector loads of g feed <= 24 FMAs per output pixel. Needs C % 8 == 0.
 // * infodrop_conv_forward:
 //     y[n][p][q][o] = sum over i, j, c of x[n][p*sh + i - pad_h][q*sw + j - pad_w][c] * w[i][j][c][o].
 //   Output-stationary tiles of 8 pixels of a row by <= 48 output channels; 8 broadcasts of x and <= 3 vector loads
@@ -15,7 +15,8 @@
 //   there).
 //
 // The batch is split over the XLA:CPU intra-op thread pool (ParallelParts). Partial kernel gradients are summed
-// in a fixed order, so results do not depend on scheduling. Bad shapes return an InvalidArgument error.
+// in a fixed order, so results do not depend on scheduling (they do, to float rounding, on the pool's size).
+// Bad shapes return an InvalidArgument error.
 #if !defined(__AVX512F__)
 #error "infodrop_jax.native needs a CPU with AVX-512F: -march=native found none here, so XLA's kernels are used"
 #endif
@@ -153,18 +154,28 @@ ffi::Error KernelGradient(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   const Shape s{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3], wd[0], wd[1], stride_h, stride_w, pad_h, pad_w};
   if (gd[0] != s.n || wd[2] != s.c || wd[3] != s.o || s.c % kRows != 0 || s.sh < 1 || s.sw < 1)
     return ffi::Error::InvalidArgument("kernel_gradient: shapes do not match, or C is not a multiple of 8");
-  const int64_t parts = Parts(pool, s.n), size = s.kh * s.kw * s.c * s.o;
-  // Each part sums its images into its own buffer; the parts are added in a fixed order afterwards, so the
-  // result does not depend on scheduling.
-  std::vector<std::vector<float>> scratch(parts - 1, std::vector<float>(size));
+  const int64_t size = s.kh * s.kw * s.c * s.o;
+  // Each part sums its images into its own buffer (at most kScratchBytes of them); the buffers are added in a
+  // fixed order afterwards, so the result does not depend on scheduling (it does on the number of parts: the
+  // pool's threads).
+  constexpr int64_t kScratchBytes = int64_t{256} << 20;
+  const int64_t parts = std::max<int64_t>(
+      1, std::min<int64_t>(Parts(pool, s.n), 1 + kScratchBytes / std::max<int64_t>(1, size * 4)));
+  std::vector<std::unique_ptr<float[]>> scratch;
+  for (int64_t part = 1; part < parts; ++part) scratch.emplace_back(new float[size]);  // Images zeroes it.
   float* out = dw->typed_data();
   const float* xs = x.typed_data();
   const float* gs = g.typed_data();
   ParallelParts(pool, parts, [&, s](int64_t part) {
-    Images(s, xs, gs, s.n * part / parts, s.n * (part + 1) / parts, part ? scratch[part - 1].data() : out);
+    Images(s, xs, gs, s.n * part / parts, s.n * (part + 1) / parts, part ? scratch[part - 1].get() : out);
   });
-  for (const auto& add : scratch)
-    for (int64_t k = 0; k < size; ++k) out[k] += add[k];
+  if (!scratch.empty()) {
+    const int64_t chunks = std::min<int64_t>(Parts(pool, size), (size + 4095) / 4096);
+    ParallelParts(pool, chunks, [&](int64_t chunk) {
+      for (int64_t k = size * chunk / chunks, end = size * (chunk + 1) / chunks; k < end; ++k)
+        for (const auto& add : scratch) out[k] += add[k];
+    });
+  }
   return ffi::Error::Success();
 }
 
