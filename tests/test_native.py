@@ -114,7 +114,10 @@ def test_forward_pmapped_and_vmapped_equals_xlas():
   ours = lambda x: native.forward(x, w, strides=(1, 1), pads=pads)
   expected = jax.vmap(lambda x: _lax_forward(x, w, (1, 1), pads))(split)
   _assert_close(jax.pmap(ours)(split), expected)
-  _assert_close(jax.jit(jax.vmap(ours))(split), expected)
+  _assert_close(jax.jit(jax.vmap(ours))(split), expected)  # One kernel: the mapped axis joins the batch.
+  kernels = jnp.stack([w + k for k in range(devices)])  # A kernel per element: one call each.
+  _assert_close(jax.jit(jax.vmap(lambda x, w: native.forward(x, w, strides=(1, 1), pads=pads)))(split, kernels),
+                jax.vmap(lambda x, w: _lax_forward(x, w, (1, 1), pads))(split, kernels))
 
 
 @needs_kernels
@@ -282,6 +285,7 @@ def test_a_window_larger_than_the_padded_input_is_xlas_empty_output():
   w = jnp.ones((3, 3, 8, 4))
   numbers = ('NHWC', 'HWIO', 'NHWC')
   assert not native.supports_forward(x, w, (1, 1), ((0, 0), (0, 0)))
+  assert not native.supports_forward(jnp.ones((2, 1, 16, 8)), w, (1, 1), ((0, 0), (0, 0)))  # No output rows.
   ours = jax.jit(lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), 'VALID', dimension_numbers=numbers))
   assert ours(x, w).shape == jax.lax.conv_general_dilated(x, w, (1, 1), 'VALID', dimension_numbers=numbers).shape
 

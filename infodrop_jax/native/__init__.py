@@ -171,8 +171,12 @@ def supports_forward(lhs: Array, rhs: Array, strides: Sequence[int], pads) -> bo
   at most FORWARD_MAX_OUT output channels and rows of at least FORWARD_MIN_WIDTH outputs (the kernels being
   `available` and not `disabled`)."""
   return (lhs.ndim == 4 and rhs.ndim == 4 and rhs.shape[-1] <= FORWARD_MAX_OUT
-          and all(lo >= 0 and hi >= 0 for lo, hi in pads)
-          and _output_spatial(lhs, rhs, strides, pads)[1] >= FORWARD_MIN_WIDTH and _usable(lhs, rhs))
+          and all(lo >= 0 and hi >= 0 for lo, hi in pads) and _rows_fit(_output_spatial(lhs, rhs, strides, pads))
+          and _usable(lhs, rhs))
+
+
+def _rows_fit(spatial: Sequence[int]) -> bool:
+  return spatial[0] >= 1 and spatial[1] >= FORWARD_MIN_WIDTH
 
 
 def _output_spatial(lhs, rhs, strides, pads) -> list[int]:
@@ -198,7 +202,9 @@ def forward(lhs: Array, rhs: Array, *, strides: Sequence[int], pads: Sequence[tu
 
 class _Op:
   """One FFI target as a JAX function of (lhs, second operand): partitioned over a batch-sharded `lhs` under jit
-  (`custom_partitioning`), mapped under vmap and pmap (custom_partitioning has no batching rule)."""
+  (`custom_partitioning`); under vmap and pmap (custom_partitioning has no batching rule) the forward pass of
+  mapped images with one kernel is one call over the joined batch, anything else a `lax.map`, one element at a
+  time."""
 
   def __init__(self, target: str, sharding_rule: str, second_batched: bool, sums_over_batch: bool, **rule):
     self.target = target
@@ -221,6 +227,11 @@ class _Op:
 
     @call.def_vmap
     def _(axis_size, in_batched, lhs, other):
+      if not self.second_batched and tuple(in_batched) == (True, False):
+        # Images mapped over one kernel: the mapped axis joins the batch, one call for all (exact).
+        folded = self(lhs.reshape(-1, *lhs.shape[2:]), other, (axis_size * out_shape[0], *out_shape[1:]),
+                      strides, pads)
+        return folded.reshape(axis_size, *out_shape), True
       lhs, other = (a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
                     for a, batched in zip((lhs, other), in_batched))
       return jax.lax.map(lambda operands: call(*operands), (lhs, other)), True
