@@ -43,17 +43,24 @@ def step_flops(compiled) -> float:
   return float((cost or {}).get('flops', 0.0))
 
 
-def xla_step_flops(config, images, labels, key) -> float:
-  """FLOPs of one one-device step of `config` by XLA's cost analysis, counted on the step traced with XLA's own
-  kernel gradients: the analysis counts nothing in a custom call, and the compiled CPU kernels
-  (`infodrop_jax.native`) are custom calls. Both compute the same convolutions."""
+def has_native_calls(compiled) -> bool:
+  """Whether a compiled function calls the compiled CPU kernels (`infodrop_jax.native`)."""
+  from infodrop_jax import native  # pylint: disable=g-import-not-at-top
+  text = compiled.as_text()
+  return native.KERNEL_GRADIENT_TARGET in text or native.FORWARD_TARGET in text
+
+
+def xla_step_flops(config, images, labels, key, compiled=None) -> float:
+  """FLOPs of one one-device step of `config` by XLA's cost analysis, counted on a step without the compiled CPU
+  kernels (`infodrop_jax.native`): the analysis counts nothing in a custom call. `compiled`, a one-device step of
+  the same config, is used when it has none (a GPU's); else the step is built again under `native.disabled()`.
+  Both compute the same convolutions."""
   import jax  # pylint: disable=g-import-not-at-top
   from infodrop_jax import native, parallel  # pylint: disable=g-import-not-at-top
-  with native.disabled():
-    compiled = build(config, images, labels, parallel.Parallel.create('jit', jax.devices()[:1]), key)[3]
-  text = compiled.as_text()
-  assert native.KERNEL_GRADIENT_TARGET not in text and native.FORWARD_TARGET not in text, (
-      'a cached trace with the custom calls: FLOPs would be undercounted')
+  if compiled is None or has_native_calls(compiled):
+    with native.disabled():
+      compiled = build(config, images, labels, parallel.Parallel.create('jit', jax.devices()[:1]), key)[3]
+    assert not has_native_calls(compiled), 'a cached trace with the custom calls: FLOPs would be undercounted'
   return step_flops(compiled)
 
 

@@ -131,11 +131,11 @@ class _Ours:
           config, images, labels, par, self._keys[0], xla_cpu_defaults=xla_cpu_defaults,
           steps_per_call=self.steps_per_call)
     if not native_kernels:  # native.disabled() cannot reach a trace JAX cached before: check it took.
-      text = self._step.as_text()
-      assert native.KERNEL_GRADIENT_TARGET not in text and native.FORWARD_TARGET not in text, self.name
+      assert not allcnn_step.has_native_calls(self._step), self.name
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
     # FLOPs per step from the one-device step only: a sharded or scanned step's cost analysis is per device / body.
-    self.flops = None if trainer_run else allcnn_step.xla_step_flops(config, images, labels, self._keys[0]) or None
+    self.flops = None if trainer_run else allcnn_step.xla_step_flops(config, images, labels, self._keys[0],
+                                                                      compiled=self._step) or None
     self._block = jax.block_until_ready
 
   def run(self, steps: int) -> tuple[float, tuple[float, float, float]]:
