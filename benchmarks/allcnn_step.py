@@ -50,16 +50,17 @@ def has_native_calls(compiled) -> bool:
   return native.KERNEL_GRADIENT_TARGET in text or native.FORWARD_TARGET in text
 
 
-def xla_step_flops(config, images, labels, key, compiled=None) -> float:
-  """FLOPs of one one-device step of `config` by XLA's cost analysis, counted on a step without the compiled CPU
-  kernels (`infodrop_jax.native`): the analysis counts nothing in a custom call. `compiled`, a one-device step of
-  the same config, is used when it has none (a GPU's); else the step is built again under `native.disabled()`.
-  Both compute the same convolutions."""
+def xla_step_flops(config, images, labels, key, compiled=None, par=None) -> float:
+  """FLOPs of one step of `config` on `par`'s devices (default: one) by XLA's cost analysis, counted on a step
+  without the compiled CPU kernels (`infodrop_jax.native`): the analysis counts nothing in a custom call.
+  `compiled`, the same step already built on `par`, is used when it has none (a GPU's); else the step is built
+  again under `native.disabled()`. Both compute the same convolutions."""
   import jax  # pylint: disable=g-import-not-at-top
   from infodrop_jax import native, parallel  # pylint: disable=g-import-not-at-top
   if compiled is None or has_native_calls(compiled):
+    par = par or parallel.Parallel.create('jit', jax.devices()[:1])
     with native.disabled():
-      compiled = build(config, images, labels, parallel.Parallel.create('jit', jax.devices()[:1]), key)[3]
+      compiled = build(config, images, labels, par, key)[3]
     assert not has_native_calls(compiled), 'a cached trace with the custom calls: FLOPs would be undercounted'
   return step_flops(compiled)
 

@@ -9,7 +9,7 @@ options (`parallel.cpu_compiler_options`), jitted alone on one device:
 - the kernel gradient: XLA's (`convolution.canonical_kernel_gradient`, Eigen, with its transposes) and ours
   (`native.kernel_gradient`), where the input channels are a multiple of 8;
 - the forward convolution: XLA's (`jax.lax.conv_general_dilated`) and ours (`native.forward`), whether or not
-  `convolution` uses it at that width (column "used": `native.FORWARD_MAX_OUT`).
+  `convolution` uses it there (column "used": `native.supports_forward` / `supports_kernel_gradient`).
 Median ms over --repeats calls, the ratio XLA / ours, ours' GFLOP/s, and the largest difference from XLA's result
 relative to its largest value.
 """
@@ -78,18 +78,18 @@ def main(argv):
     cases = [('forward', lambda x, w: jax.lax.conv_general_dilated(
         x, w, (stride, stride), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC')),
               lambda x, w: native.forward(x, w, strides=(stride, stride), pads=pads), (x, w),
-              'yes' if out <= native.FORWARD_MAX_OUT else 'no')]
-    if features % native.CHANNEL_MULTIPLE == 0:
+              native.supports_forward(x, w, (stride, stride), pads))]
+    if native.supports_kernel_gradient(x, g, (window, window), pads):
       cases.append(('kernel gradient', lambda x, g: convolution.canonical_kernel_gradient(
           x, g, window=(window, window), strides=(stride, stride), pads=pads),
                     lambda x, g: native.kernel_gradient(x, g, window=(window, window), strides=(stride, stride),
-                                                        pads=pads), (x, g), 'yes'))
+                                                        pads=pads), (x, g), True))
     for op, xla_fn, ours_fn, args, used in cases:
       xla_ms, expected = timed(xla_fn, *args)
       ours_ms, got = timed(ours_fn, *args)
       difference = float(jnp.max(jnp.abs(got - expected)) / jnp.max(jnp.abs(expected)))
       print(f'| {name} | {op} | {xla_ms:.1f} | {ours_ms:.1f} | {xla_ms / ours_ms:.2f} | '
-            f'{flops / ours_ms / 1e6:.0f} | {used} | {difference:.1e} |', flush=True)
+            f'{flops / ours_ms / 1e6:.0f} | {"yes" if used else "no"} | {difference:.1e} |', flush=True)
 
 
 if __name__ == '__main__':

@@ -31,7 +31,7 @@ same precision from this run. `--json` also writes every number.
 
 It also puts every variant against the machine's matrix-product rate, measured in the same process before the cells
 (`--matmul_size`: torch.mm and jnp.dot of two square matrices, one device, the better of the two): GFLOP/s = the
-step's FLOPs (XLA's cost analysis of ours' one-device step, traced with XLA's kernel gradients, since the
+step's FLOPs (XLA's cost analysis of ours' one-device step, on a step without the compiled kernels, since the
 analysis counts nothing in a custom call; both frameworks compute the same network) × steps/s,
 and its share of that rate. A step cannot run much above the rate its convolutions' matrix arithmetic allows, so the
 share bounds what any framework can still gain on that machine.

@@ -117,7 +117,7 @@ def main(_):
   import jax  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import allcnn_step  # pylint: disable=g-import-not-at-top
-  from infodrop_jax import native, parallel  # pylint: disable=g-import-not-at-top
+  from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
 
   config = allcnn_step.cifar_config(FLAGS.method, FLAGS.filter_percentage, FLAGS.dtype)
   images, labels = allcnn_step.synthetic_batch(FLAGS.batch)
@@ -137,12 +137,7 @@ def main(_):
     shutil.rmtree(trace_dir, ignore_errors=True)
 
   device = jax.devices()[0]
-  without_custom_calls = compiled
-  if allcnn_step.has_native_calls(compiled):  # XLA's cost analysis counts nothing in their custom calls.
-    with native.disabled():
-      without_custom_calls = allcnn_step.build(config, images, labels, par, key)[3]
-    assert not allcnn_step.has_native_calls(without_custom_calls)
-  flops = allcnn_step.step_flops(without_custom_calls)
+  flops = allcnn_step.xla_step_flops(config, images, labels, key, compiled=compiled, par=par)
   peak = FLAGS.peak_tflops or next((v for (kind, dtype), v in PEAK_TFLOPS.items()
                                     if kind in device.device_kind and dtype == FLAGS.dtype), None)
   achieved = flops / (step_ms / 1000) / 1e12
