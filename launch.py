@@ -6,16 +6,16 @@
   python launch.py --workdir=W --mode=analyze            # figures + numbers of a trained run into W/analysis/
   python launch.py --config=configs/cifar_info.py --print_config              # show the resolved config, exit
   python launch.py --config=configs/sweeps/fig3a_mnist.py:cpu --workdir=W --mode=sweep  # every point, then W/report.md
-  (--mode=sweep_commands: one shell line per point; --mode=report: W/results*.csv + W/report.md; infodrop_jax/sweep.py)
+  (--mode=sweep_commands: one shell line per point; --mode=report: W/results*.csv + W/report.md; infodrop_jax/sweep/)
 
 Training resumes from the latest checkpoint in --workdir; a config that differs from the run's config.json in a
 field that changes the result is refused unless --allow_config_change, and a finished run is left as it is. Multi-host: --config.distributed.enabled=True (with
 coordinator_address/num_processes/process_id, or from the cluster environment) on every process.
 
-For CPU training it restarts itself once with huge pages for malloc (Linux, THP in madvise mode), and splits the
-CPU into two XLA devices for All-CNN-32 classifiers (--host_devices): All-CNN-32 at 25 % filters trains 1.3-1.4x
-faster than in a plain one-device process (infodrop_jax/cpu_process.py says why, and how to opt out). Neither
-changes a GPU or TPU run.
+It has no side effects of its own: it neither restarts itself nor edits the environment. The CPU speed-ups are the
+trainer's (`--config.train.cpu_speedups`, infodrop_jax/cpu/); splitting the CPU into several XLA devices is asked
+for explicitly (--host_devices, off by default since it changes float rounding), and huge pages for malloc are an
+environment variable you set yourself (README).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from infodrop_jax import cpu_process
 from infodrop_jax.analysis import config as analysis_config
+from infodrop_jax.cpu import process as cpu_process
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:variant]); '
                                           'optional with --mode=analyze (the run\'s config.json is used).',
@@ -42,10 +42,10 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'analyze', 'sweep',
                           'report; sweep_commands: print one shell line per point; report: <workdir>/results.csv, '
                           'results_mean.csv and report.md of a sweep.')
 _HOST_DEVICES = flags.DEFINE_string(
-    'host_devices', 'auto', "--mode=train/eval on a CPU: XLA CPU devices to split the machine into, the batch "
-    "split over them (infodrop_jax/cpu_process.py). 'auto': 2 for an All-CNN-32 classifier on 2+ cores when "
-    "config.train.parallel='jit' and the batch sizes are even, else 1. A count already in XLA_FLAGS wins; GPU/TPU "
-    'runs are not affected.')
+    'host_devices', '1', "--mode=train/eval on a CPU: XLA CPU devices to split the machine into, the batch split "
+    "over them (infodrop_jax/cpu/process.py); 1 (the default) leaves XLA's one device. 'auto': 2 for an All-CNN-32 "
+    "classifier on 2+ cores when config.train.parallel='jit' and the batch sizes are even, else 1. It changes the "
+    'float rounding of a run. A count already in XLA_FLAGS wins; GPU/TPU runs are not affected.')
 _PRINT_CONFIG = flags.DEFINE_bool('print_config', False, 'Print the resolved config and exit.')
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'Resume the run in --workdir even though the config differs from its config.json '
@@ -108,5 +108,4 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == '__main__':
-  cpu_process.reexec_with_huge_pages()  # Once, before anything runs: glibc reads the tunable at process start.
   app.run(main, flags_parser=_parse_flags)

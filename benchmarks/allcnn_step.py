@@ -1,9 +1,12 @@
 """The All-CNN-32 train step the benchmarks time: one jitted, state-donating `train.train_step` (no flags here).
 
-Shared by bench_train_step.py and bench_vs_pytorch.py, so both time exactly the step the trainer compiles.
+Shared by bench_train_step.py, bench_vs_pytorch.py and profile_step.py, so all time exactly the step the trainer
+compiles, with the CPU speed-ups (`infodrop_jax.cpu`) on or off as the caller says (`build(cpu_speedups=...)`: what
+`config.train.cpu_speedups` = 'on' / 'off' gives a trainer run).
 """
 import functools
 import time
+from typing import Any, NamedTuple
 
 N_TRAIN = 50000  # CIFAR-10's training set: the n_train of Lz.
 
@@ -43,51 +46,63 @@ def step_flops(compiled) -> float:
   return float((cost or {}).get('flops', 0.0))
 
 
-def has_native_calls(compiled) -> bool:
-  """Whether a compiled function calls the compiled CPU kernels (`infodrop_jax.native`)."""
-  from infodrop_jax import native  # pylint: disable=g-import-not-at-top
-  text = compiled.as_text()
-  return native.KERNEL_GRADIENT_TARGET in text or native.FORWARD_TARGET in text
+def one_device_flops(config, images, labels, key, cpu_speedups: bool) -> float:
+  """FLOPs of one step of `config` on one device (`build` on `jax.devices()[:1]`), by XLA's cost analysis.
 
-
-def xla_step_flops(config, images, labels, key, compiled=None, par=None) -> float:
-  """FLOPs of one step of `config` on `par`'s devices (default: one) by XLA's cost analysis, counted on a step
-  without the compiled CPU kernels (`infodrop_jax.native`): the analysis counts nothing in a custom call.
-  `compiled`, the same step already built on `par`, is used when it has none (a GPU's); else the step is built
-  again under `native.disabled()`. Both compute the same convolutions."""
+  For callers whose own step is sharded or scanned: the cost analysis of those counts one device's program or one
+  loop body, not the step."""
   import jax  # pylint: disable=g-import-not-at-top
-  from infodrop_jax import native, parallel  # pylint: disable=g-import-not-at-top
-  if compiled is None or has_native_calls(compiled):
-    par = par or parallel.Parallel.create('jit', jax.devices()[:1])
-    with native.disabled():
-      compiled = build(config, images, labels, par, key)[3]
-    assert not has_native_calls(compiled), 'a cached trace with the custom calls: FLOPs would be undercounted'
-  return step_flops(compiled)
+  return step_flops(build(config, images, labels, key, devices=jax.devices()[:1], cpu_speedups=cpu_speedups).compiled)
 
 
-def build(config, images, labels, par, key, xla_cpu_defaults: bool = False, steps_per_call: int = 1):
-  """(model, state, batch, compiled step, compile seconds) for `config` on `par`'s mesh, batch pre-placed.
+class Built(NamedTuple):
+  """What `build` returns."""
+  model: Any  # The Flax module.
+  state: Any  # The train state, replicated over `parallel`'s mesh.
+  batch: Any  # {'images', 'labels'}, sharded over the mesh.
+  compiled: Any  # The compiled step: (state, batch, key) -> (state, metrics), state donated.
+  compile_s: float  # Seconds of lower + compile.
+  parallel: Any  # The `parallel.Parallel` it runs on (its `compiler_options` are the step's).
+  steps_per_call: int  # Steps one call of `compiled` runs: as asked, or 1 where the trainer drives them from the host.
 
-  The step gets the trainer's XLA options (`parallel.cpu_compiler_options` on CPU); `xla_cpu_defaults` compiles it
-  with XLA's own defaults instead, for comparison. With `steps_per_call` > 1 one call runs that many steps in a
+
+def build(config, images, labels, key, *, devices=None, cpu_speedups: bool = False,
+          steps_per_call: int = 1) -> Built:
+  """The train step of `config` as the trainer compiles it, on `devices` (default: all) in 'jit' mode, batch
+  pre-placed.
+
+  `cpu_speedups` is what `config.train.cpu_speedups` = 'on' / 'off' gives a trainer run (`train.Run`): on, the
+  model is built from `cpu.model_parts()` and, on CPU devices, compiled with `cpu.xla.compiler_options()`; off, it
+  is plain Flax compiled with XLA's defaults. With `steps_per_call` > 1 one call runs that many steps in a
   `lax.scan` (as the trainer's compiled loops do), step i with the key fold_in(key, i), and returns the metrics of
-  the last.
+  the last; except where the trainer would drive its steps from the host instead (`train.Run.host_loops`: one CPU
+  device and a step with convolutions XLA:CPU runs as a naive loop nest inside a compiled loop, i.e. plain
+  nn.Conv's gradients, speed-ups off): there, as there, one call is one step (`Built.steps_per_call` says which).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from infodrop_jax import models, optim, train  # pylint: disable=g-import-not-at-top
-  model = models.create_model(config.model, 10)
+  from infodrop_jax import cpu, models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+  from infodrop_jax.cpu import convolution as cpu_convolution  # pylint: disable=g-import-not-at-top
+  from infodrop_jax.cpu import xla as cpu_xla  # pylint: disable=g-import-not-at-top
+  devices = jax.devices() if devices is None else list(devices)
+  options = cpu_xla.compiler_options() if cpu_speedups and devices[0].platform == 'cpu' else None
+  par = parallel.Parallel.create('jit', devices=devices, compiler_options=options)
+  model = models.create_model(config.model, 10, **(cpu.model_parts() if cpu_speedups else {}))
   tx, schedule = optim.create_optimizer(config.optim, 500)
-  state = train.create_train_state(model, tx, images[:1], train._root_keys(0), par)  # pylint: disable=protected-access
+  init_key, noise_key = jax.random.split(jax.random.PRNGKey(0))
+  state = train.create_train_state(model, tx, images[:1], {'init': init_key, 'noise': noise_key}, par)
   batch = jax.device_put({'images': images, 'labels': labels}, par.batch_sharded)
   step = functools.partial(train.train_step, beta=float(config.loss.beta), n_train=N_TRAIN,
                            weight_decay=float(config.loss.weight_decay), learning_rate_fn=schedule)
+  if steps_per_call > 1 and len(devices) == 1 and devices[0].platform == 'cpu':
+    lowered = par.jit(step, donate_argnums=(0,)).lower(state, batch, key).as_text()
+    if cpu_convolution.loop_unsafe_convolutions(lowered):
+      steps_per_call = 1
   if steps_per_call > 1:
     step = functools.partial(_scanned, step, steps_per_call)
-  jit = jax.jit if xla_cpu_defaults else par.jit
-  step = jit(step, donate_argnums=(0,))
+  step = par.jit(step, donate_argnums=(0,))
   start = time.perf_counter()
   compiled = step.lower(state, batch, key).compile()
-  return model, state, batch, compiled, time.perf_counter() - start
+  return Built(model, state, batch, compiled, time.perf_counter() - start, par, steps_per_call)
 
 
 def _scanned(step, length, state, batch, key):

@@ -3,12 +3,13 @@
   python benchmarks/bench_conv_pieces.py                       # All-CNN-32's shapes at batch 100
   python benchmarks/bench_conv_pieces.py --shapes=100x32x96x96s1
 
-Times, per shape (batch × size × in-channels × out-channels, stride), the convolution our layers run
-(`convolution.conv_general_dilated`, NHWC/HWIO, 'SAME') jitted as the trainer compiles it
-(`parallel.cpu_compiler_options`; `--xla_cpu_defaults` for XLA's own), its input gradient (polyphase for strides
-above 1), XLA's own input gradient (the dilated form `jax.lax.conv_general_dilated` differentiates to), its weight
-gradient (from `jax.vjp`, as `jax.grad` of a model computes them), the weight gradient written as nine 2-d matrix
-products (one per kernel tap), then the same three with PyTorch's oneDNN kernels (`conv2d`,
+Times, per shape (batch × size × in-channels × out-channels, stride), the convolution our layers run with the CPU
+speed-ups on (`infodrop_jax.cpu.convolution.conv_general_dilated`, NHWC/HWIO, 'SAME') jitted as the trainer
+compiles it then (`infodrop_jax.cpu.xla.compiler_options()`; `--xla_cpu_defaults` for XLA's own options, what the
+trainer uses with the speed-ups off), its input gradient (polyphase for strides above 1), XLA's own input
+gradient (the dilated form `jax.lax.conv_general_dilated` differentiates to), its weight gradient (from `jax.vjp`,
+as `jax.grad` of a model computes them), the weight gradient written as nine 2-d matrix products (one per kernel
+tap), then the same three with PyTorch's oneDNN kernels (`conv2d`,
 `torch.nn.grad.conv2d_input` / `conv2d_weight`), and one plain matrix product of the weight gradient's inner shape
 ((N·H·W)ᵀ × C by N·H·W × O). Milliseconds per call, mean of --repeats calls after one warm-up. PyTorch is a
 benchmark-only extra (requirements-bench.txt).
@@ -29,8 +30,8 @@ flags.DEFINE_list('shapes', ['100x32x96x96s1', '100x32x96x192s2', '100x16x192x19
                              '100x32x24x48s2', '100x16x48x48s1'],
                   'NxHxCxOsS: batch, input size, in and out channels, stride.')
 flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
-flags.DEFINE_bool('xla_cpu_defaults', False, "Compile ours with XLA's own CPU defaults instead of the trainer's "
-                  'options (parallel.cpu_compiler_options: YNNPACK convolutions off).')
+flags.DEFINE_bool('xla_cpu_defaults', False, "Compile ours with XLA's own CPU defaults instead of the CPU "
+                  "speed-ups' options (infodrop_jax.cpu.xla.compiler_options(): YNNPACK convolutions off).")
 flags.DEFINE_bool('winograd', False, 'Also time Winograd F(2x2,3x3) and F(4x4,3x3) convolutions on the stride-1 '
                   'shapes.')
 FLAGS = flags.FLAGS
@@ -137,8 +138,9 @@ def main(_):
   import os  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from infodrop_jax import convolution, parallel  # pylint: disable=g-import-not-at-top
-  options = None if FLAGS.xla_cpu_defaults else parallel.compiler_options(jax.devices()[:1])
+  from infodrop_jax.cpu import convolution  # pylint: disable=g-import-not-at-top
+  from infodrop_jax.cpu import xla as cpu_xla  # pylint: disable=g-import-not-at-top
+  options = None if FLAGS.xla_cpu_defaults else cpu_xla.compiler_options()
   jit = functools.partial(jax.jit, compiler_options=options)
   print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}, compiler options {options}' +
         (f'; torch {torch.__version__}, {torch.get_num_threads()} threads' if torch else ''))
@@ -181,7 +183,7 @@ def main(_):
         at, bt = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
         theirs_mm = _time(lambda: at.T @ bt, nop)
     cells = [f'{v:.1f}' if isinstance(v, float) else v for v in ours + theirs]
-    # What a train step runs: forward, our input gradient, XLA's weight gradient.
+    # What a train step with the CPU speed-ups runs: forward, our input gradient, our weight gradient.
     ratio = f'{(ours[0] + ours[1] + ours[3]) / sum(theirs):.2f}' if torch else '—'
     mm = f'{theirs_mm:.1f}' if torch else '—'
     print(f'| {shape} | ' + ' | '.join(cells) + f' | {ratio} | {ours_mm:.1f} / {mm} |', flush=True)
@@ -194,7 +196,7 @@ def _winograd_table(jit, rng):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from infodrop_jax import convolution  # pylint: disable=g-import-not-at-top
+  from infodrop_jax.cpu import convolution  # pylint: disable=g-import-not-at-top
   print('\n| shape | ours fwd | ours fwd+dx+dw | tile | Winograd fwd | Winograd fwd+dx+dw | its batched product | '
         'one pass over its input tiles | largest error / ours |')
   print('|---|---|---|---|---|---|---|---|---|')

@@ -6,6 +6,10 @@ Each setting trains in a fresh process (cold compile, as a user pays it) from an
 `summary.json`'s wall_time_s (setup, compile, training, captures, final evaluation). The overhead is on/off − 1.
 A second, load-independent figure comes from the 'on' run alone: the summed `capture_time_s` of its records
 (first-capture compile included) over the rest of its wall time. Prints one JSON line with both.
+
+The runs are `launch.py`'s defaults: the CPU speed-ups as the config says (`config.train.cpu_speedups`, 'auto': on
+when JAX's default backend is the CPU), one CPU device, and huge pages for malloc only where this process was
+started with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (the training processes inherit the environment).
 """
 from __future__ import annotations
 

@@ -6,6 +6,10 @@
 Both variants run the same `lax.scan` over `--steps_per_call` train steps (jit, state donated); the pipeline
 variant gathers each batch from the resident split by the epoch permutation inside the scan, the baseline reuses a
 batch placed on device beforehand. Prints the time per step of each and the overhead in percent (goal ≤ 2 %).
+The model and the compile are the trainer's for `config.train.cpu_speedups` = `--cpu_speedups` (default 'auto': on
+a CPU the model from `infodrop_jax.cpu.model_parts()` compiled with `cpu.xla.compiler_options()`, the form whose
+convolutions XLA:CPU runs on its fast kernels inside a `lax.scan`; 'off': plain Flax and XLA's defaults, which on
+a CPU the trainer would not scan for a conv net, since there its convolutions' gradients become naive loop nests).
 """
 import functools
 import os
@@ -22,6 +26,8 @@ flags.DEFINE_integer('steps_per_call', 50, 'Steps scanned per compiled call.')
 flags.DEFINE_integer('batch', 100, 'Global batch size.')
 flags.DEFINE_integer('num_examples', 10000, 'Size of the synthetic resident split (uint8 images).')
 flags.DEFINE_integer('repeats', 3, 'Timing repeats; the best is reported.')
+flags.DEFINE_enum('cpu_speedups', 'auto', ['auto', 'on', 'off'], "The CPU speed-ups (infodrop_jax.cpu), as "
+                  "config.train.cpu_speedups: 'auto' = on when JAX's default backend is the CPU.")
 FLAGS = flags.FLAGS
 
 
@@ -32,7 +38,8 @@ def main(_):
   import numpy as np  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import importlib  # pylint: disable=g-import-not-at-top
-  from infodrop_jax import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+  from infodrop_jax import cpu, models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+  from infodrop_jax.cpu import xla as cpu_xla  # pylint: disable=g-import-not-at-top
   from infodrop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from infodrop_jax.data.splits import Split  # pylint: disable=g-import-not-at-top
 
@@ -41,9 +48,12 @@ def main(_):
   rng = np.random.default_rng(0)
   split = Split(images=rng.integers(0, 256, (FLAGS.num_examples,) + shape, dtype=np.uint8),
                 labels=rng.integers(0, 10, FLAGS.num_examples).astype(np.int32), extras={})
-  par = parallel.Parallel.create('jit')
+  speedups = cpu.enabled(FLAGS.cpu_speedups, jax.default_backend())
+  par = parallel.Parallel.create('jit', compiler_options=cpu_xla.compiler_options() if speedups and
+                                 jax.default_backend() == 'cpu' else None)
   data = pipeline.InMemoryPipeline(split, FLAGS.batch, par, key=jax.random.PRNGKey(1))
-  model = models.create_model(config.model, 10)
+  model = models.create_model(config.model, 10, **(cpu.model_parts() if speedups else {}))
+  init_key, noise_key = jax.random.split(jax.random.PRNGKey(0))
   tx, schedule = optim.create_optimizer(config.optim, data.steps_per_epoch)
   step_fn = functools.partial(train.train_step, beta=float(config.loss.beta), n_train=FLAGS.num_examples,
                               weight_decay=float(config.loss.weight_decay), learning_rate_fn=schedule)
@@ -54,11 +64,11 @@ def main(_):
       return step_fn(state, get_batch(state), jax.random.fold_in(state.key, state.step))
     return jax.lax.scan(one, state, length=length)
 
-  @functools.partial(jax.jit, donate_argnums=(0,))
+  @functools.partial(par.jit, donate_argnums=(0,))
   def with_pipeline(state, arrays, order):
     return scan(state, lambda s: data.gather_train_batch(arrays, order, s.step % data.steps_per_epoch))
 
-  @functools.partial(jax.jit, donate_argnums=(0,))
+  @functools.partial(par.jit, donate_argnums=(0,))
   def with_fixed_batch(state, batch):
     return scan(state, lambda s: batch)
 
@@ -71,7 +81,8 @@ def main(_):
   for name, run in variants.items():
     best = float('inf')
     for _ in range(FLAGS.repeats + 1):  # The first round compiles and warms up.
-      state = train.create_train_state(model, tx, split.images[:1].astype(np.float32), train._root_keys(0), par)
+      state = train.create_train_state(model, tx, split.images[:1].astype(np.float32),
+                                       {'init': init_key, 'noise': noise_key}, par)
       jax.block_until_ready(state)
       start = time.perf_counter()
       for _ in range(FLAGS.steps // length):
@@ -81,7 +92,8 @@ def main(_):
     results[name] = 1000 * best / (FLAGS.steps // length * length)
   base, piped = results['pre-placed batch'], results['device-resident pipeline']
   print(f'devices: {jax.devices()}; {FLAGS.config} model; batch {FLAGS.batch}; '
-        f'{FLAGS.steps} steps, {length} per call; best of {FLAGS.repeats}\n')
+        f'{FLAGS.steps} steps, {length} per call; best of {FLAGS.repeats}; CPU speed-ups '
+        f'{"on" if speedups else "off"} ({FLAGS.cpu_speedups})\n')
   print('| variant | ms/step |\n|---|---|')
   for name, ms in results.items():
     print(f'| {name} | {ms:.3f} |')

@@ -1,14 +1,16 @@
-"""The noise draws of a layer: `jax.random` against `infodrop_jax.prng` (the same values, Threefry unrolled on CPU).
+"""The noise draws of a layer: `jax.random` against `infodrop_jax.cpu.prng` (the same values, Threefry unrolled on CPU).
 
   python benchmarks/bench_prng.py                                  # All-CNN-32's noise shapes at 25 % and 100 %
   python benchmarks/bench_prng.py --shapes=100x16x16x96 --repeats=50
   python benchmarks/bench_prng.py --last_axes=1,3,8,12,16,24      # normal draws of 300k values by last axis
 
-Per shape: milliseconds per call of `bits` (uint32), `uniform`, `normal` and `bernoulli(0.8)`, each jitted with the
-trainer's CPU options (`parallel.cpu_compiler_options`), `jax.random`'s and ours in turn, mean of --repeats calls
-after one warm-up, and the ratio. Checks first that both give the same values. `--last_axes` instead times
-normal draws of about 300,000 values shaped (300000 // d, d), in nanoseconds per value: XLA:CPU does not vectorise
-the erf⁻¹ pass along a last axis of 3, 5-7 or 9-15, so `prng.normal` leaves those to jax.random.
+Per shape: milliseconds per call of `bits` (uint32), `uniform`, `normal` and `bernoulli(0.8)`, each jitted with
+the XLA options of the CPU speed-ups (`infodrop_jax.cpu.xla.compiler_options()`: the trainer compiles with them
+when `config.train.cpu_speedups` is on, and its layers then draw with `cpu.prng.SAMPLER`), `jax.random`'s and
+ours in turn, mean of --repeats calls after one warm-up, and the ratio. Checks first that both give the same
+values. `--last_axes` instead times normal draws of about 300,000 values shaped (300000 // d, d), in nanoseconds
+per value: XLA:CPU does not vectorise the erf⁻¹ pass along a last axis of 3, 5-7 or 9-15, so `prng.normal` leaves
+those to jax.random.
 """
 import functools
 import os
@@ -39,8 +41,9 @@ def main(_):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from infodrop_jax import parallel, prng  # pylint: disable=g-import-not-at-top
-  jit = functools.partial(jax.jit, compiler_options=parallel.compiler_options(jax.devices()[:1]))
+  from infodrop_jax.cpu import prng  # pylint: disable=g-import-not-at-top
+  from infodrop_jax.cpu import xla as cpu_xla  # pylint: disable=g-import-not-at-top
+  jit = functools.partial(jax.jit, compiler_options=cpu_xla.compiler_options())
   print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}')
   key = jax.random.PRNGKey(0)
   if FLAGS.last_axes:

@@ -1,26 +1,40 @@
 """Train-step throughput of All-CNN-32, ours (JAX) against the same network written in PyTorch, side by side.
 
   pip install -r requirements-bench.txt   # PyTorch: a benchmark-only extra, not a dependency of infodrop_jax
-  python benchmarks/bench_vs_pytorch.py --platform=cpu --batch=100 --steps=5 --rounds=5 [--torch_compile]
+  python benchmarks/bench_vs_pytorch.py --platform=cpu --batch=100 --steps=10 --rounds=4 --warmup=5 [--torch_compile]
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/bench_vs_pytorch.py ...   # huge pages for malloc (both)
   python benchmarks/bench_vs_pytorch.py --platform=gpu --batch=100 --steps=50 --rounds=5 --json=/tmp/vs_pytorch.json
 
 Per filter percentage and method ('information': Information Dropout on both pooling layers; 'none': the same net
 without the noise) it builds these variants of one SGD step (Nesterov momentum 0.9, lr 0.01, loss CE + beta·Lz +
 weight_decay·Σ||w||²/2 with beta 3, N_train 50,000, weight decay 1e-3, synthetic CIFAR-shaped data):
 - ours: `jax.jit` of `train.train_step` on one device, one step per call, state donated, batch pre-placed (as
-  bench_train_step.py), with the trainer's XLA options (on CPU: YNNPACK's convolutions off,
-  `parallel.cpu_compiler_options`) and the compiled convolution kernels (`infodrop_jax.native`, where they build);
-  `--xla_cpu_kernels=ours,default` also times it with XLA's own CPU defaults, `--native_kernels=true,false` with
-  XLA's convolutions instead of the compiled kernels ('no native');
+  bench_train_step.py; benchmarks/allcnn_step.py), once per `--cpu_speedups` value (default 'on,off' on CPU, so
+  one run records both ratios against PyTorch):
+  - 'speed-ups on': what `config.train.cpu_speedups` 'on' (the trainer's 'auto' on a CPU) trains, the model built
+    from `infodrop_jax.cpu.model_parts()` (convolutions with canonical gradients, closed-form BatchNorm gradient,
+    unrolled Threefry noise) and compiled with `cpu.xla.compiler_options()` (XLA:CPU's YNNPACK convolutions off);
+  - 'speed-ups off': plain Flax (nn.Conv, nn.BatchNorm, jax.random) compiled with XLA's own defaults, what a
+    library user gets without the speed-ups (the trainer's 'off').
+  The XLA options come with the model parts, as in the trainer: 'on' has both, 'off' neither (the options alone,
+  per convolution: bench_conv_pieces.py --xla_cpu_defaults). On a GPU the default is 'off' (the trainer's 'auto'
+  there); 'on' builds the CPU parts, which are Flax's and JAX's own off the CPU, and no XLA options;
 - ours as the trainer runs (`--ours_runs=trainer`, on by default): the same step on all of the process's devices
-  (the batch split over them), `--steps_per_call` steps per call in a `lax.scan`. Like `launch.py`, on a CPU the
-  benchmark restarts itself with huge pages for malloc and splits the machine into `--host_devices` XLA devices
-  (infodrop_jax/cpu_process.py); PyTorch runs in the same process, with the same allocator settings;
+  (the batch split over them), `--steps_per_call` steps per call in a `lax.scan`, or one step per call where the
+  trainer drives its steps from the host (one CPU device with speed-ups off: plain nn.Conv's gradients would run
+  as a naive loop nest inside the scan; `train.Run.host_loops`: then, on one device, it is the variant above and
+  is not timed twice). On a CPU that is one device unless `--host_devices` asks for more (as launch.py's flag,
+  default 1; `infodrop_jax.cpu.process`);
 - torch eager: the PyTorch model below, float32, `torch.set_num_threads` left at its default (`--torch_threads`);
 - torch.compile (`--torch_compile`; on by default on GPU only, since it compiles slowly on CPU) of model + loss,
   with backward and the optimizer step eager;
 - GPU only (`--bfloat16`, on by default there): ours with `config.model.dtype='bfloat16'`, and torch eager and
   torch.compile with bf16 autocast and channels_last.
+Huge pages for malloc are no flag here: they are the environment variable `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`,
+which glibc reads when a process starts, so set it (or not) when starting the benchmark; PyTorch runs in the same
+process, with the same allocator settings, and the machine line records GLIBC_TUNABLES and the kernel's transparent
+huge page mode.
+
 Each variant is compiled and warmed up (`--warmup` steps), then `--rounds` rounds are timed; in each round every
 variant runs `--steps` steps in turn (starting one variant later each round), so load on the machine hits all alike.
 
@@ -31,8 +45,9 @@ same precision from this run. `--json` also writes every number.
 
 It also puts every variant against the machine's matrix-product rate, measured in the same process before the cells
 (`--matmul_size`: torch.mm and jnp.dot of two square matrices, one device, the better of the two): GFLOP/s = the
-step's FLOPs (XLA's cost analysis of ours' one-device step, on a step without the compiled kernels, since the
-analysis counts nothing in a custom call; both frameworks compute the same network) × steps/s,
+step's FLOPs (XLA's cost analysis of ours' first one-device step, speed-ups on where timed; both frameworks
+compute the same network, and every variant of a cell is put against that one count; `--json` also has each
+one-device step's own count, a few % apart since the speed-ups write the gradients differently) × steps/s,
 and its share of that rate. A step cannot run much above the rate its convolutions' matrix arithmetic allows, so the
 share bounds what any framework can still gain on that machine.
 """
@@ -55,7 +70,7 @@ import allcnn_step  # benchmarks/, beside this script
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
-from infodrop_jax import cpu_process  # pylint: disable=g-import-not-at-top,wrong-import-position
+from infodrop_jax.cpu import process as cpu_process  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_enum('platform', 'cpu', ['cpu', 'gpu'], 'Where both frameworks run (gpu: one CUDA device each).')
 flags.DEFINE_integer('batch', 100, 'Batch size.')
@@ -73,16 +88,15 @@ flags.DEFINE_integer('torch_threads', None, "torch.set_num_threads; default: PyT
 flags.DEFINE_bool('cudnn_benchmark', True, 'torch.backends.cudnn.benchmark on gpu (XLA autotunes its convs too).')
 flags.DEFINE_list('fuse_alpha', ['true'], "Ours with config.model.fuse_alpha on (the default) and/or off "
                   "('false,true' times both in the same run; only the information method has an alpha projection).")
-flags.DEFINE_list('xla_cpu_kernels', ['ours'], "CPU only: ours with the trainer's XLA options "
-                  "(parallel.cpu_compiler_options, 'ours') and/or XLA's own defaults ('default').")
-flags.DEFINE_list('native_kernels', ['true'], "CPU only: ours with the compiled convolution kernels "
-                  "(infodrop_jax.native, the default where they build) and/or without them ('false': XLA's).")
+flags.DEFINE_list('cpu_speedups', None, "Ours with the CPU speed-ups ('on': infodrop_jax.cpu.model_parts() and "
+                  "cpu.xla.compiler_options()) and/or without them ('off': plain Flax, XLA's default options), as "
+                  "config.train.cpu_speedups; default 'on,off' on cpu, 'off' on gpu.")
 flags.DEFINE_list('ours_runs', ['step', 'trainer'], "Ours one step per call on one device ('step') and/or as "
                   "the trainer runs it ('trainer': all devices, --steps_per_call steps per call).")
 flags.DEFINE_integer('steps_per_call', 5, "Steps per compiled call of ours in the 'trainer' run (--steps and "
                      '--warmup are rounded up to whole calls there).')
-flags.DEFINE_string('host_devices', 'auto', "CPU only: XLA CPU devices for ours' 'trainer' run, as launch.py's "
-                    "--host_devices ('auto': 2 on 2+ cores). A count already in XLA_FLAGS wins.")
+flags.DEFINE_string('host_devices', '1', "CPU only: XLA CPU devices for ours' 'trainer' run, as launch.py's "
+                    "--host_devices (default 1; 'auto': 2 on 2+ cores). A count already in XLA_FLAGS wins.")
 flags.DEFINE_integer('matmul_size', 4096, 'Side of the square float32 (and bf16) matrices whose product sets the '
                      "machine's matrix-product rate (0: skip it).")
 flags.DEFINE_bool('check', True, 'Check the first-step losses of every variant (finite, CE near log 10).')
@@ -100,42 +114,41 @@ METHODS = ('information', 'none')  # The PyTorch model implements these two.
 
 
 class _Ours:
-  """`train.train_step` of our All-CNN-32, jitted on one device as bench_train_step.py builds it."""
+  """`train.train_step` of our All-CNN-32 as benchmarks/allcnn_step.py builds it: one device, one step per call (or
+  the trainer's run), the CPU speed-ups on or off."""
   framework = 'ours'
   torch_compiled = False
 
   def __init__(self, method: str, filter_percentage: float, dtype: str, images, labels, num_steps: int,
-               fuse_alpha: bool = False, xla_cpu_defaults: bool = False, trainer_run: bool = False,
-               native_kernels: bool = True):
+               fuse_alpha: bool = False, cpu_speedups: bool = True, trainer_run: bool = False):
     import jax  # pylint: disable=g-import-not-at-top
-    from infodrop_jax import native, parallel  # pylint: disable=g-import-not-at-top
 
     config = allcnn_step.cifar_config(method, filter_percentage, dtype)
     config.model.fuse_alpha = fuse_alpha
     config.optim.learning_rate = LEARNING_RATE
     self.config = config
-    kernels = (' XLA:CPU default kernels' if xla_cpu_defaults else '') + ('' if native_kernels else ' no native')
     # 'step': one device, as the PyTorch side (the default mesh would spread ours over every GPU of the machine).
     devices = jax.devices() if trainer_run else jax.devices()[:1]
-    self.steps_per_call = FLAGS.steps_per_call if trainer_run else 1
-    run = (f', {len(devices)} device{"s" * (len(devices) > 1)} × {self.steps_per_call} steps/call' if trainer_run
-           else '')
-    self.name = f'ours jax.jit{" fused α" if fuse_alpha else ""}{kernels}{run} {dtype}'
-    self.group = dtype
     # Keys drawn up front, so the timed loop dispatches the step and nothing else.
     self._keys = list(jax.random.split(jax.random.PRNGKey(0), num_steps))
     self._i = 0
-    par = parallel.Parallel.create('jit', devices=devices)
-    with contextlib.nullcontext() if native_kernels else native.disabled():
-      self.model, self.state, self.batch, self._step, self.compile_s = allcnn_step.build(
-          config, images, labels, par, self._keys[0], xla_cpu_defaults=xla_cpu_defaults,
-          steps_per_call=self.steps_per_call)
-    if not native_kernels:  # native.disabled() cannot reach a trace JAX cached before: check it took.
-      assert not allcnn_step.has_native_calls(self._step), self.name
+    built = allcnn_step.build(config, images, labels, self._keys[0], devices=devices, cpu_speedups=cpu_speedups,
+                              steps_per_call=FLAGS.steps_per_call if trainer_run else 1)
+    self.model, self.state, self.batch, self._step, self.compile_s = built[:5]
+    # The trainer's run: `built.steps_per_call` is 1 where the trainer drives its steps from the host.
+    self.steps_per_call = built.steps_per_call
+    run = ''
+    if trainer_run:
+      run = (f', {len(devices)} device{"s" * (len(devices) > 1)} × {self.steps_per_call} '
+             f'step{"s" * (self.steps_per_call > 1)}/call{"" if self.steps_per_call > 1 else " (host-driven)"}')
+    speedups = f', speed-ups {"on" if cpu_speedups else "off"}'
+    self.name = f'ours jax.jit{" fused α" if fuse_alpha else ""}{speedups}{run} {dtype}'
+    self.cpu_speedups = cpu_speedups
+    self.single_step_call = len(devices) == 1 and self.steps_per_call == 1  # The 'step' variant's setting.
+    self.group = dtype
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
     # FLOPs per step from the one-device step only: a sharded or scanned step's cost analysis is per device / body.
-    self.flops = None if trainer_run else allcnn_step.xla_step_flops(config, images, labels, self._keys[0],
-                                                                      compiled=self._step) or None
+    self.flops = None if trainer_run else allcnn_step.step_flops(self._step) or None
     self._block = jax.block_until_ready
 
   def run(self, steps: int) -> tuple[float, tuple[float, float, float]]:
@@ -324,7 +337,7 @@ def _true(flag: str) -> bool:
 
 
 def _run_cell(method: str, filter_percentage: float, images, labels, device: str, bfloat16: bool,
-              torch_compile: bool, matmul_rates: dict) -> dict:
+              torch_compile: bool, matmul_rates: dict, speedup_values: list[bool]) -> dict:
   """Builds, warms up, checks and times every variant for one (filters, method); returns the cell's numbers."""
   label = f'{filter_percentage:.0%} {method}'
   num_steps = FLAGS.warmup + FLAGS.rounds * FLAGS.steps
@@ -335,17 +348,16 @@ def _run_cell(method: str, filter_percentage: float, images, labels, device: str
   for group in groups:
     fuse_values = sorted({_true(flag) for flag in FLAGS.fuse_alpha}) \
         if method == 'information' else [False]
-    kernel_values = sorted({kernels == 'default' for kernels in FLAGS.xla_cpu_kernels}) if device == 'cpu' \
-        else [False]
-    native_values = sorted({_true(flag) for flag in FLAGS.native_kernels}, reverse=True) if device == 'cpu' \
-        else [True]
-    for fuse_alpha, xla_cpu_defaults, native_kernels, trainer_run in itertools.product(
-        fuse_values, kernel_values, native_values, sorted({run == 'trainer' for run in FLAGS.ours_runs})):
-      _log(f'[{label}] compiling ours {group}{" fused" if fuse_alpha else ""}'
-           f'{" XLA:CPU default kernels" if xla_cpu_defaults else ""}{"" if native_kernels else " no native"}'
-           f'{" trainer run" if trainer_run else ""}')
+    for fuse_alpha, speedups, trainer_run in itertools.product(
+        fuse_values, speedup_values, sorted({run == 'trainer' for run in FLAGS.ours_runs})):
+      _log(f'[{label}] compiling ours {group}{" fused" if fuse_alpha else ""}, speed-ups '
+           f'{"on" if speedups else "off"}{", trainer run" if trainer_run else ""}')
       variant = _Ours(method, filter_percentage, group, images, labels, num_steps, fuse_alpha=fuse_alpha,
-                      xla_cpu_defaults=xla_cpu_defaults, trainer_run=trainer_run, native_kernels=native_kernels)
+                      cpu_speedups=speedups, trainer_run=trainer_run)
+      if trainer_run and 'step' in FLAGS.ours_runs and variant.single_step_call:
+        _log(f'[{label}] {variant.name}: the trainer drives this step from the host on one device, as the '
+             "one-step variant: not timed twice")
+        continue
       ours = ours or variant
       entries.append((variant.name, group, 'ours', variant))
     for compiled in [False] + ([True] if torch_compile else []):
@@ -408,10 +420,13 @@ def _run_cell(method: str, filter_percentage: float, images, labels, device: str
                      images_per_s_median=statistics.median(done) if done else None,
                      images_per_s_min=min(done) if done else None, images_per_s_max=max(done) if done else None,
                      first_step=dict(zip(('loss', 'ce', 'beta_lz'), first[name])) if name in first else None))
+  for row, (*_, v) in zip(rows, entries):  # Each one-device step's own count, for the record.
+    row['flops_per_step'] = getattr(v, 'flops', None)
   flops = next((v.flops for *_, v in entries if v is not None and getattr(v, 'flops', None)), None)
   if flops is None and FLAGS.matmul_size > 0:  # Only trainer runs: count a one-device step's FLOPs once.
     import jax  # pylint: disable=g-import-not-at-top
-    flops = allcnn_step.xla_step_flops(ours.config, images, labels, jax.random.PRNGKey(0)) or None
+    flops = allcnn_step.one_device_flops(ours.config, images, labels, jax.random.PRNGKey(0),
+                                         cpu_speedups=ours.cpu_speedups) or None
   for row in rows:
     speed, rate = row['images_per_s_median'], matmul_rates.get(row['precision'])
     row['gflop_per_s'] = flops * speed / FLAGS.batch / 1e9 if flops and speed else None
@@ -448,14 +463,20 @@ def _check(label: str, variants: list, first: dict) -> None:
 # --- report ---------------------------------------------------------------------------------------------------------
 
 
-def _ours_compiler_options(jax) -> str:
-  from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
-  return str(parallel.compiler_options(jax.devices()[:1]))
+def _transparent_huge_pages() -> str:
+  """The kernel's THP mode ('[madvise]' is what GLIBC_TUNABLES=glibc.malloc.hugetlb=1 needs), or ''."""
+  with contextlib.suppress(OSError):
+    with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
+      return next((word.strip('[]') for word in f.read().split() if word.startswith('[')), '')
+  return ''
 
 
 def _machine(torch, jax, device: str) -> dict:
   import flax  # pylint: disable=g-import-not-at-top
   import jaxlib  # pylint: disable=g-import-not-at-top
+  from infodrop_jax.cpu import xla as cpu_xla  # pylint: disable=g-import-not-at-top
+  # The XLA options of the 'speed-ups on' variants (none off the CPU, as the trainer).
+  speedups_options = str(cpu_xla.compiler_options()) if device == 'cpu' else 'none (not a CPU)'
   cpu_model = ''
   with contextlib.suppress(OSError):
     with open('/proc/cpuinfo') as f:
@@ -466,9 +487,10 @@ def _machine(torch, jax, device: str) -> dict:
               python=platform.python_version(), jax=jax.__version__, jaxlib=jaxlib.__version__,
               flax=flax.__version__, torch=torch.__version__, torch_num_threads=torch.get_num_threads(),
               torch_num_interop_threads=torch.get_num_interop_threads(),
-              XLA_FLAGS=os.environ.get('XLA_FLAGS', ''), ours_compiler_options=_ours_compiler_options(jax),
+              XLA_FLAGS=os.environ.get('XLA_FLAGS', ''), speedups_compiler_options=speedups_options,
               OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', ''),
-              GLIBC_TUNABLES=os.environ.get('GLIBC_TUNABLES', ''), jax_devices=len(jax.devices()),
+              GLIBC_TUNABLES=os.environ.get('GLIBC_TUNABLES', ''), transparent_hugepage=_transparent_huge_pages(),
+              jax_devices=len(jax.devices()),
               date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'))
   if device == 'cuda':
     info.update(torch_device=torch.cuda.get_device_name(0), cudnn=torch.backends.cudnn.version(),
@@ -536,16 +558,20 @@ def main(argv):
   for method in FLAGS.methods:
     if method not in METHODS:
       raise app.UsageError(f'--methods: {method!r} is not one of {METHODS} (the PyTorch model has only these).')
-  for kernels in FLAGS.xla_cpu_kernels:
-    if kernels not in ('ours', 'default'):
-      raise app.UsageError(f"--xla_cpu_kernels: {kernels!r} is not 'ours' or 'default'.")
+  gpu = FLAGS.platform == 'gpu'
+  speedups = FLAGS.cpu_speedups if FLAGS.cpu_speedups is not None else ['off'] if gpu else ['on', 'off']
+  for value in speedups:
+    if value not in ('on', 'off'):
+      raise app.UsageError(f"--cpu_speedups: {value!r} is not 'on' or 'off'.")
+  if not speedups:
+    raise app.UsageError("--cpu_speedups: give 'on' and/or 'off'.")
+  speedup_values = sorted({value == 'on' for value in speedups}, reverse=True)  # On first: the FLOPs are its.
   for run in FLAGS.ours_runs:
     if run not in ('step', 'trainer'):
       raise app.UsageError(f"--ours_runs: {run!r} is not 'step' or 'trainer'.")
   for name in ('batch', 'steps', 'rounds', 'warmup', 'steps_per_call'):
     if FLAGS[name].value < 1:
       raise app.UsageError(f'--{name} must be at least 1.')
-  gpu = FLAGS.platform == 'gpu'
   torch_compile = gpu if FLAGS.torch_compile is None else FLAGS.torch_compile
   bfloat16 = gpu if FLAGS.bfloat16 is None else FLAGS.bfloat16
   if bfloat16 and not gpu:
@@ -566,7 +592,7 @@ def main(argv):
     os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.5')
   # JAX_PLATFORMS=gpu also asks for ROCm, which fails on CUDA-only installs: name the CUDA backend.
   os.environ.setdefault('JAX_PLATFORMS', 'cuda' if gpu else 'cpu')
-  if not gpu and 'trainer' in FLAGS.ours_runs:
+  if not gpu and 'trainer' in FLAGS.ours_runs:  # Before JAX starts its backends, which read XLA_FLAGS once.
     try:
       cpu_process.use_host_devices(cpu_process.host_devices(None, FLAGS.host_devices))
     except ValueError as e:
@@ -579,13 +605,15 @@ def main(argv):
   print('machine: ' + '; '.join(f'{k} {v}' for k, v in machine.items()))
   print(f'batch {FLAGS.batch}; {FLAGS.rounds} rounds × {FLAGS.steps} steps per variant after {FLAGS.warmup} warm-up '
         f'steps; torch.compile {"on, mode " + FLAGS.torch_compile_mode if torch_compile else "off"}; '
-        f'bfloat16 {"on" if bfloat16 else "off"}\n', flush=True)
+        f'bfloat16 {"on" if bfloat16 else "off"}; ours with CPU speed-ups {" and ".join(speedups)}; '
+        f'GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}\n', flush=True)
   matmul_rates = _matmul_rates(torch, jax, device, bfloat16)
   images, labels = allcnn_step.synthetic_batch(FLAGS.batch)
   cells = []
   for fp in FLAGS.filter_percentages:
     for method in FLAGS.methods:
-      cells.append(_run_cell(method, float(fp), images, labels, device, bfloat16, torch_compile, matmul_rates))
+      cells.append(_run_cell(method, float(fp), images, labels, device, bfloat16, torch_compile, matmul_rates,
+                             speedup_values))
       if gpu:
         torch.cuda.empty_cache()
   print('\n' + _table(cells))
@@ -597,11 +625,12 @@ def main(argv):
       json.dump(dict(machine=machine, settings=dict(
           batch=FLAGS.batch, steps=FLAGS.steps, rounds=FLAGS.rounds, warmup=FLAGS.warmup,
           torch_compile=torch_compile, torch_compile_mode=FLAGS.torch_compile_mode, bfloat16=bfloat16,
+          cpu_speedups=speedups, ours_runs=FLAGS.ours_runs, steps_per_call=FLAGS.steps_per_call,
+          host_devices=FLAGS.host_devices, fuse_alpha=FLAGS.fuse_alpha,
           matmul_size=FLAGS.matmul_size, matmul_gflop_per_s=matmul_rates,
           learning_rate=LEARNING_RATE, n_train=N_TRAIN), cells=cells), f, indent=2)
     print(f'wrote {FLAGS.json}')
 
 
 if __name__ == '__main__':
-  cpu_process.reexec_with_huge_pages()  # As launch.py: glibc reads the tunable at process start.
   app.run(main)

@@ -91,6 +91,8 @@ if [ "$part" != e2e ]; then
   step train_step_bf16 60 "$py" benchmarks/bench_train_step.py "${bench_gpu[@]}" "${widths[@]}" "${train_steps[@]}" \
     --methods=information,none --dtype=bfloat16
   # Against PyTorch eager (AMP + channels_last) and torch.compile on the same GPU (goals: ≥ 1.5× and ≥ 1.0×).
+  # Ours is plain Flax there (the CPU speed-ups are CPU only: --cpu_speedups defaults to off on a GPU, and the
+  # trainer's 'auto' too); the CPU dry run times ours with them on and off.
   if "$py" -c 'import torch' 2>/dev/null; then
     step vs_pytorch 180 "$py" benchmarks/bench_vs_pytorch.py "${vs_torch[@]}" --json="$work/vs_pytorch.json"
   else

@@ -3,8 +3,11 @@
   python benchmarks/profile_step.py --platform=cpu --filter_percentage=0.25
   python benchmarks/profile_step.py --platform=gpu --batch=100 --steps=50 --dtype=bfloat16 --peak_tflops=989
 
-Builds the step the trainer compiles (benchmarks/allcnn_step.py: one device, state donated, batch pre-placed), times
---steps steps, then traces --profile_steps more with `jax.profiler.trace` and prints:
+Builds the step the trainer compiles (benchmarks/allcnn_step.py: one device, state donated, batch pre-placed), with
+the CPU speed-ups as the trainer's `config.train.cpu_speedups` sets them (`--cpu_speedups`, default 'auto': on when
+JAX's default backend is the CPU, i.e. the model from `infodrop_jax.cpu.model_parts()` compiled with
+`cpu.xla.compiler_options()`; 'off' profiles plain Flax with XLA's defaults), times --steps steps, then traces
+--profile_steps more with `jax.profiler.trace` and prints:
 - ms/step and images/s; the step's floating-point operations from XLA's cost analysis, and its MFU against
   --peak_tflops (default: a table of dense peaks per device kind below; none for CPUs);
 - per category (convolution forward / input gradient / kernel gradient, transposes and copies, random numbers,
@@ -33,7 +36,7 @@ flags.DEFINE_string('platform', 'cpu', 'JAX platform: cpu | gpu (= cuda) | tpu.'
 flags.DEFINE_integer('batch', 100, 'Batch size (global: split over --devices).')
 flags.DEFINE_integer('devices', 1, "Devices the batch is split over ('jit' mode). With more than one, ops are "
                      'summed over the devices: device-milliseconds per step (CPU: XLA_FLAGS='
-                     '--xla_force_host_platform_device_count=N, as the trainer splits All-CNN-32 in two).')
+                     '--xla_force_host_platform_device_count=N, what launch.py --host_devices=N sets).')
 flags.DEFINE_float('filter_percentage', 1.0, 'All-CNN-32 width multiplier.')
 flags.DEFINE_string('method', 'information', 'Dropout method.')
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype (config.model.dtype).')
@@ -41,6 +44,8 @@ flags.DEFINE_integer('steps', 5, 'Timed steps (after two warm-up steps).')
 flags.DEFINE_integer('profile_steps', 2, 'Traced steps.')
 flags.DEFINE_integer('top', 25, 'Ops listed one by one.')
 flags.DEFINE_float('peak_tflops', None, 'Peak dense TFLOP/s of the device at --dtype for MFU (default: PEAK_TFLOPS).')
+flags.DEFINE_enum('cpu_speedups', 'auto', ['auto', 'on', 'off'], "The CPU speed-ups (infodrop_jax.cpu), as "
+                  "config.train.cpu_speedups: 'auto' = on when JAX's default backend is the CPU.")
 flags.DEFINE_string('trace_dir', None, 'Keep the trace here (default: a temporary directory, deleted).')
 FLAGS = flags.FLAGS
 
@@ -50,13 +55,15 @@ PEAK_TFLOPS = {('H100', 'bfloat16'): 989.0, ('H100', 'float32'): 494.7,  # float
                ('A100', 'bfloat16'): 312.0, ('A100', 'float32'): 156.0}
 
 CATEGORIES = (  # (category, test on (instruction line, op_name)), first match wins.
+    # Between devices (--devices > 1); their op_name is the value's, which may name a convolution.
+    ('collective', lambda line, op: any(f' {k}(' in line or f' {k}-start(' in line for k in (
+        'all-reduce', 'all-gather', 'reduce-scatter', 'collective-permute', 'all-to-all'))),
     ('convolution, kernel gradient', lambda line, op: 'convBackwardFilter' in line
-     or 'infodrop_kernel_gradient' in line  # The compiled CPU kernel (infodrop_jax.native), a custom call.
      or (' convolution(' in line and 'transpose(' in op and _is_kernel_gradient(line))),
     ('convolution, input gradient', lambda line, op: 'convBackwardInput' in line or (
-        (' convolution(' in line or 'infodrop_conv_forward' in line) and 'transpose(' in op)),
+        ' convolution(' in line and 'transpose(' in op)),
     ('convolution, forward', lambda line, op: ' convolution(' in line or 'cudnn$conv' in line
-     or 'infodrop_conv_forward' in line or 'conv_general_dilated' in op),
+     or 'conv_general_dilated' in op),
     ('dot', lambda line, op: ' dot(' in line or 'dot_general' in op),
     ('random numbers', lambda line, op: any(k in op for k in ('_normal', '_uniform', '_bernoulli', 'threefry',
                                                              'random_bits'))),
@@ -117,13 +124,14 @@ def main(_):
   import jax  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import allcnn_step  # pylint: disable=g-import-not-at-top
-  from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
+  from infodrop_jax import cpu  # pylint: disable=g-import-not-at-top
 
   config = allcnn_step.cifar_config(FLAGS.method, FLAGS.filter_percentage, FLAGS.dtype)
   images, labels = allcnn_step.synthetic_batch(FLAGS.batch)
   key = jax.random.PRNGKey(0)
-  par = parallel.Parallel.create('jit', devices=jax.devices()[:FLAGS.devices])
-  _, state, batch, compiled, compile_s = allcnn_step.build(config, images, labels, par, key)
+  speedups = cpu.enabled(FLAGS.cpu_speedups, jax.default_backend())
+  _, state, batch, compiled, compile_s, par, _ = allcnn_step.build(
+      config, images, labels, key, devices=jax.devices()[:FLAGS.devices], cpu_speedups=speedups)
   state, _ = allcnn_step.run_steps(compiled, state, batch, key, 2)
   state, seconds = allcnn_step.run_steps(compiled, state, batch, key, FLAGS.steps)
   step_ms = 1000 * seconds / FLAGS.steps
@@ -137,12 +145,15 @@ def main(_):
     shutil.rmtree(trace_dir, ignore_errors=True)
 
   device = jax.devices()[0]
-  flops = allcnn_step.xla_step_flops(config, images, labels, key, compiled=compiled, par=par)
+  # A step split over devices has one device's program in its cost analysis: count the whole step on one.
+  flops = (allcnn_step.step_flops(compiled) if par.num_devices == 1 else
+           allcnn_step.one_device_flops(config, images, labels, key, cpu_speedups=speedups))
   peak = FLAGS.peak_tflops or next((v for (kind, dtype), v in PEAK_TFLOPS.items()
                                     if kind in device.device_kind and dtype == FLAGS.dtype), None)
   achieved = flops / (step_ms / 1000) / 1e12
   print(f'{device.device_kind} ({device.platform}); All-CNN-32 at {FLAGS.filter_percentage:.0%}, {FLAGS.method}, '
-        f'batch {FLAGS.batch} over {par.num_devices} device(s), {FLAGS.dtype}; compiler options {par.compiler_options}')
+        f'batch {FLAGS.batch} over {par.num_devices} device(s), {FLAGS.dtype}; CPU speed-ups '
+        f'{"on" if speedups else "off"} ({FLAGS.cpu_speedups}); compiler options {par.compiler_options}')
   print(f'compile {compile_s:.1f} s; {step_ms:.2f} ms/step, {FLAGS.batch / step_ms * 1000:,.0f} images/s '
         f'(mean of {FLAGS.steps}); {flops / 1e9:.2f} GFLOP/step (XLA cost analysis) = {achieved:.2f} TFLOP/s' +
         (f' = {achieved / peak:.1%} MFU of {peak:g} TFLOP/s' if peak else ' (no peak known: --peak_tflops)'))

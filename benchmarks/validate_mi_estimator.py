@@ -1,4 +1,4 @@
-"""Validates the dropout I(X;Z) estimator of `infodrop_jax.information` on a case with a known answer.
+"""Validates the dropout I(X;Z) estimator of `infodrop_jax.mutual_information` on a case with a known answer.
 
 Setup: x ~ N(0, I_d), f = 2x + 0.5, and multiplicative noise
   gaussian:  z = f·ε, ε ~ N(1, σ²)        lognormal: z = f·e^u, u ~ N(0, σ²)        (σ = 0.4 by default).
@@ -39,7 +39,7 @@ import scipy.signal
 import scipy.stats
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from infodrop_jax import information  # pylint: disable=g-import-not-at-top
+from infodrop_jax import mutual_information as information  # pylint: disable=g-import-not-at-top
 
 HERE = pathlib.Path(__file__).resolve().parent
 SLOPE, OFFSET = 2.0, 0.5

@@ -12,7 +12,9 @@ Not an experiment itself. Fields (all overridable as --config.<section>.<field>=
   train: num_epochs, batch_size (global), parallel ('jit' | 'pmap'), steps_per_call (steps per compiled call),
     log_every_steps, checkpoint_every_steps, keep_checkpoints, data_placement ('auto' | 'replicated' |
     'process_sharded': every device holds the whole train split, or each process only its 1/P share; 'auto' =
-    replicated for one process, process_sharded for several).
+    replicated for one process, process_sharded for several), cpu_speedups ('auto' | 'on' | 'off': the model built
+    from `infodrop_jax.cpu`'s parts and compiled with its XLA:CPU options; 'auto' = when JAX's default backend is
+    the CPU; the same results to float rounding).
   eval: batch_size, every_epochs (0 = only at the end), bn_reestimate_steps (-1 = one pass over the train set as
     in the original, 0 = off, k = the first k train batches).
   distributed: enabled, coordinator_address, num_processes, process_id (-1: from the environment / cluster).
@@ -46,7 +48,7 @@ def get_base_config(dataset: str, **data_overrides) -> ml_collections.ConfigDict
       schedule='piecewise', decay_epochs=0))
   config.train = ml_collections.ConfigDict(dict(
       num_epochs=200, batch_size=100, parallel='jit', steps_per_call=50, log_every_steps=100,
-      checkpoint_every_steps=5000, keep_checkpoints=3, data_placement='auto'))
+      checkpoint_every_steps=5000, keep_checkpoints=3, data_placement='auto', cpu_speedups='auto'))
   config.eval = ml_collections.ConfigDict(dict(batch_size=400, every_epochs=10, bn_reestimate_steps=-1))
   config.distributed = ml_collections.ConfigDict(dict(
       enabled=False, coordinator_address='', num_processes=-1, process_id=-1))

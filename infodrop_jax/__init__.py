@@ -5,7 +5,8 @@ The layers, KL helpers, Echo noise and models are importable from the package it
     from infodrop_jax import InformationDropoutConv, total_kl
 
 Names resolve on first use, so `import infodrop_jax` (or `infodrop_jax.data`) does not load Flax, and nothing here
-loads the data stack (TensorFlow Datasets). Training lives in `infodrop_jax.train`, datasets in `infodrop_jax.data`.
+loads the data stack (TensorFlow Datasets). Training lives in `infodrop_jax.train` (`train.restore` opens a trained
+run), datasets in `infodrop_jax.data`, the opt-in CPU speed-ups in `infodrop_jax.cpu`.
 """
 
 import importlib
@@ -24,6 +25,8 @@ _EXPORTS = {
     'LogNormalDropout': 'layers',
     'VariationalDropout': 'layers',
     'NoiseModule': 'layers',
+    'NoiseSampler': 'layers',
+    'JAX_RANDOM': 'layers',
     'KLNotCollectedWarning': 'layers',
     'default_prior': 'layers',
     'METHODS': 'layers',

@@ -29,8 +29,8 @@ RESUME_FREE_FIELDS = (
     'train.num_epochs', 'train.steps_per_call', 'train.log_every_steps', 'train.checkpoint_every_steps',
     'train.keep_checkpoints', 'train.parallel',
     'data.cache_dir',
-    # Same parameters and the same function; like train.parallel it changes only the float rounding order.
-    'model.fuse_alpha',
+    # Same parameters and the same function; like train.parallel they change only the float rounding order.
+    'model.fuse_alpha', 'train.cpu_speedups',
 )
 
 

@@ -8,14 +8,21 @@ Three levels, from most to least assembled:
 - `InformationDropout`: the bare noise for users who build the signal f and the alpha logits themselves.
 - `BinaryDropout`, `GaussianDropout`, `LogNormalDropout`, `VariationalDropout`: the bare control noises.
 
-All noise is multiplicative, drawn from the rng stream `rng_collection` (default 'noise') exactly as `jax.random`
-draws it (through `infodrop_jax.prng`, faster on CPU), and off when `deterministic` (attribute or call argument, the
-`flax.linen.Dropout` convention). Layers with a KL term sow their per-unit KL map into the 'kl' collection (see
+All noise is multiplicative, drawn from the rng stream `rng_collection` (default 'noise') by the layer's `sampler`
+(`jax.random` itself unless another `NoiseSampler` is injected), and off when `deterministic` (attribute or call
+argument, the `flax.linen.Dropout` convention). Layers with a KL term sow their per-unit KL map into the 'kl' collection (see
 `infodrop_jax.kl`); the map is sown in deterministic mode too, since the KL depends only on the noise distribution,
 which is what the information heatmaps show. Noise and KL math run in float32 whatever the activation dtype.
+
+Plain Flax by default: the projections are `nn.Conv` / `nn.Dense`, BatchNorm is `nn.BatchNorm` and the noise is
+`jax.random`, so every JAX transformation (jvp, hessian, vmap, `jax.export`, ...) works. Like the `conv` / `norm`
+fields of Flax's ImageNet ResNet, the composite layers take these parts as fields (`conv` or `dense`, `norm`,
+`sampler`), so a faster variant is injected without touching the layer code; e.g. under pmap,
+`norm=functools.partial(nn.BatchNorm, axis_name='batch')` averages BatchNorm's statistics across devices.
 """
 
 from collections.abc import Callable, Sequence
+import dataclasses
 import math
 from typing import Any
 import warnings
@@ -24,13 +31,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from infodrop_jax import batch_norm
-from infodrop_jax import convolution
 from infodrop_jax import kl as kl_lib
-from infodrop_jax import prng
 
 Array = jax.Array
 Dtype = Any
+ModuleDef = Any
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {'relu': nn.relu, 'softplus': nn.softplus}
 PRIORS = ('log_uniform', 'log_normal')
@@ -38,6 +43,20 @@ METHODS = ('information', 'binary', 'gaussian', 'lognormal_constant', 'variation
 
 # The original takes log max(f, 1e-4) in the log-normal KL: ReLU-like units can be exactly 0.
 _LOG_F_FLOOR = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSampler:
+  """Where the noise layers draw their random numbers: functions with `jax.random`'s signatures and values.
+
+  `normal(key, shape, dtype)` and `bernoulli(key, p, shape)`. The default is `jax.random` itself (`JAX_RANDOM`);
+  `infodrop_jax.cpu.SAMPLER` draws the same values faster on XLA:CPU.
+  """
+  normal: Callable[..., Array] = jax.random.normal
+  bernoulli: Callable[..., Array] = jax.random.bernoulli
+
+
+JAX_RANDOM = NoiseSampler()
 
 
 class KLNotCollectedWarning(UserWarning):
@@ -108,11 +127,13 @@ class InformationDropout(NoiseModule):
       params `prior_mu` and `prior_log_sigma` so σ = exp(log σ) stays positive; init μ = 0, σ = 1 as the original).
     deterministic: noise off (z = f) when True; mergeable with the call argument.
     rng_collection: the rng stream the noise is drawn from.
+    sampler: the random-number functions (`NoiseSampler`; default `jax.random`).
   """
   max_alpha: float = 0.7
   prior: str = 'log_uniform'
   deterministic: bool | None = None
   rng_collection: str = 'noise'
+  sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
     _check_positive(type(self).__name__, 'max_alpha', self.max_alpha)
@@ -135,7 +156,7 @@ class InformationDropout(NoiseModule):
     key = self._noise_key(deterministic)
     if key is None:
       return f
-    log_eps = alpha * prng.normal(key, f.shape, jnp.float32)
+    log_eps = alpha * self.sampler.normal(key, f.shape, jnp.float32)
     return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
 
 
@@ -149,6 +170,7 @@ class LogNormalDropout(NoiseModule):
   max_alpha: float = 0.7
   deterministic: bool | None = None
   rng_collection: str = 'noise'
+  sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
     _check_positive(type(self).__name__, 'alpha', self.alpha)
@@ -164,7 +186,7 @@ class LogNormalDropout(NoiseModule):
     key = self._noise_key(deterministic)
     if key is None:
       return f
-    log_eps = self.alpha * prng.normal(key, f.shape, jnp.float32)
+    log_eps = self.alpha * self.sampler.normal(key, f.shape, jnp.float32)
     return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
 
 
@@ -173,6 +195,7 @@ class _RateNoise(NoiseModule):
   rate: float = 0.5
   deterministic: bool | None = None
   rng_collection: str = 'noise'
+  sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
     _check_rate(type(self).__name__, self.rate)
@@ -190,7 +213,7 @@ class BinaryDropout(_RateNoise):
     if key is None:
       return f
     keep = 1.0 - self.rate
-    mask = prng.bernoulli(key, keep, f.shape)
+    mask = self.sampler.bernoulli(key, keep, f.shape)
     # Scale in float32: keep = 0.8 in bfloat16 is 0.80078, a bias of E[z].
     return jnp.where(mask, f.astype(jnp.float32) / keep, 0.0).astype(f.dtype)
 
@@ -204,7 +227,7 @@ class GaussianDropout(_RateNoise):
     if key is None:
       return f
     std = math.sqrt(self.rate / (1.0 - self.rate))
-    eps = 1.0 + std * prng.normal(key, f.shape, jnp.float32)
+    eps = 1.0 + std * self.sampler.normal(key, f.shape, jnp.float32)
     return (f.astype(jnp.float32) * eps).astype(f.dtype)
 
 
@@ -217,6 +240,7 @@ class VariationalDropout(NoiseModule):
   init_rate: float = 0.5
   deterministic: bool | None = None
   rng_collection: str = 'noise'
+  sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
     _check_rate(type(self).__name__, self.init_rate)
@@ -235,7 +259,7 @@ class VariationalDropout(NoiseModule):
     key = self._noise_key(deterministic)
     if key is None:
       return f
-    eps = 1.0 + jnp.exp(0.5 * log_alpha) * prng.normal(key, f.shape, jnp.float32)
+    eps = 1.0 + jnp.exp(0.5 * log_alpha) * self.sampler.normal(key, f.shape, jnp.float32)
     return (f.astype(jnp.float32) * eps).astype(f.dtype)
 
 
@@ -262,7 +286,11 @@ class _NoisyProjection(nn.Module):
     fuse_alpha: for the information method, compute the signal and alpha projections as one projection of twice
       the features (their kernels concatenated) instead of two. Same parameters (`signal`, `alpha`), same
       outputs and gradients up to float rounding; one wide conv reads the input once and keeps the matrix units
-      busier (benchmarks/RESULTS.md has the measured effect).
+      busier (benchmarks/RESULTS.md has the measured effect). It needs a projection whose parameters are
+      nn.Conv's / nn.Dense's ('kernel', 'bias').
+    norm: the BatchNorm module (default `nn.BatchNorm`), called with `use_running_average`, `momentum`, `epsilon`,
+      `use_scale`, `dtype` and `param_dtype`; e.g. `functools.partial(nn.BatchNorm, axis_name='batch')` under pmap.
+    sampler: the noise's random-number functions (`NoiseSampler`; default `jax.random`).
   """
   features: int
   method: str = 'information'
@@ -281,6 +309,8 @@ class _NoisyProjection(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   fuse_alpha: bool = False
+  norm: ModuleDef = nn.BatchNorm
+  sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
     owner = type(self).__name__
@@ -299,23 +329,25 @@ class _NoisyProjection(nn.Module):
     _check_rate(owner, self.rate)
     super().__post_init__()
 
-  def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
-    """The projection applied to input `x` (conv or dense)."""
+  def _projection(self, features: int, use_bias: bool, x: Array, **kwargs) -> nn.Module:
+    """The projection of input `x` to `features` (conv or dense); `kwargs` go to the module (name, parent)."""
     raise NotImplementedError
 
   def _fused_projections(self, x: Array, signal_bias: bool) -> tuple[Array, Array]:
     """(signal, alpha logits) as one projection of `x` with the two kernels side by side (`fuse_alpha`).
 
     The parameters are declared exactly as the two separate projections declare them (names, shapes,
-    initialisers), so checkpoints and initial values do not depend on `fuse_alpha`.
+    initialisers), so checkpoints and initial values do not depend on `fuse_alpha`. The wide projection is the
+    layer's own projection module (so an injected conv is used here too), applied as a pure function of the
+    concatenated kernel.
     """
     window = self._window(x)
     shape = (*window, x.shape[-1], self.features)
     signal = _ProjectionParams(shape, signal_bias, self.param_dtype, name='signal')()
     alpha = _ProjectionParams(shape, True, self.param_dtype, name='alpha')()
     kernel = jnp.concatenate([signal[0], alpha[0]], axis=-1)
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    y = self._apply_kernel(x, kernel)
+    wide = self._projection(2 * self.features, False, x, parent=None)
+    y = wide.apply({'params': {'kernel': kernel}}, x)
     f, alpha_logits = y[..., :self.features], y[..., self.features:]
     if signal[1] is not None:
       f = f + signal[1].astype(f.dtype)
@@ -325,12 +357,8 @@ class _NoisyProjection(nn.Module):
     """The kernel's spatial size for input `x` (() for a dense projection)."""
     raise NotImplementedError
 
-  def _apply_kernel(self, x: Array, kernel: Array) -> Array:
-    """The projection of `x` with `kernel` (no bias), as `_projection` computes it."""
-    raise NotImplementedError
-
   def _noise(self) -> nn.Module | None:
-    common = dict(rng_collection=self.rng_collection, name='noise')
+    common = dict(rng_collection=self.rng_collection, sampler=self.sampler, name='noise')
     if self.method == 'information':
       return InformationDropout(max_alpha=self.max_alpha, prior=self.prior or default_prior(self.activation), **common)
     if self.method == 'binary':
@@ -349,12 +377,11 @@ class _NoisyProjection(nn.Module):
     if fused:
       f, alpha_logits = self._fused_projections(x, signal_bias=not self.use_bn)
     else:
-      f = self._projection('signal', not self.use_bn, x)(x)
+      f = self._projection(self.features, not self.use_bn, x, name='signal')(x)
     if self.use_bn:
       use_running_average = nn.merge_param('use_running_average', self.use_running_average, use_running_average)
-      f = batch_norm.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum,
-                               epsilon=self.bn_epsilon, use_scale=self.bn_use_scale, dtype=self.dtype,
-                               param_dtype=self.param_dtype, name='bn')(f)
+      f = self.norm(use_running_average=use_running_average, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                    use_scale=self.bn_use_scale, dtype=self.dtype, param_dtype=self.param_dtype, name='bn')(f)
     f = ACTIVATIONS[self.activation](f)
     noise = self._noise()
     if noise is None:  # method='none': nothing to switch, so `deterministic` may be left unset.
@@ -363,7 +390,7 @@ class _NoisyProjection(nn.Module):
     if self.method == 'information':
       # α is a function of the same input as f, not of f: the original's separate alpha conv.
       if not fused:
-        alpha_logits = self._projection('alpha', True, x)(x)
+        alpha_logits = self._projection(self.features, True, x, name='alpha')(x)
       return noise(f, alpha_logits, deterministic=deterministic)
     return noise(f, deterministic=deterministic)
 
@@ -375,11 +402,12 @@ class InformationDropoutConv(_NoisyProjection):
   BatchNorm. See `_NoisyProjection` for the other attributes; `method` swaps in the control noises.
 
   `kernel_size` and `strides` take a sequence (one entry per spatial axis) or an int for the same value on every
-  spatial axis of the input.
+  spatial axis of the input. `conv` is the convolution module (default `nn.Conv`), called with nn.Conv's fields.
   """
   kernel_size: int | Sequence[int] = (3, 3)
   strides: int | Sequence[int] = (2, 2)
   padding: str = 'SAME'
+  conv: ModuleDef = nn.Conv
 
   def __post_init__(self):
     for field in ('kernel_size', 'strides'):
@@ -394,10 +422,10 @@ class InformationDropoutConv(_NoisyProjection):
     # An int means the same size on every spatial axis; only the input tells how many there are.
     return tuple(value) if isinstance(value, Sequence) else (value,) * max(x.ndim - 2, 1)
 
-  def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
-    return convolution.Conv(self.features, self._spatial(self.kernel_size, x),
-                            strides=self._spatial(self.strides, x), padding=self.padding, use_bias=use_bias,
-                            dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+  def _projection(self, features: int, use_bias: bool, x: Array, **kwargs) -> nn.Module:
+    return self.conv(features, self._spatial(self.kernel_size, x), strides=self._spatial(self.strides, x),
+                     padding=self.padding, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                     **kwargs)
 
   def _window(self, x: Array) -> tuple[int, ...]:
     window = self._spatial(self.kernel_size, x)
@@ -406,27 +434,21 @@ class InformationDropoutConv(_NoisyProjection):
                        f'kernel_size {window}, got shape {x.shape}.')
     return window
 
-  def _apply_kernel(self, x: Array, kernel: Array) -> Array:
-    if self.padding not in ('SAME', 'VALID'):
-      raise ValueError(f"{type(self).__name__}: fuse_alpha supports padding 'SAME' or 'VALID', got {self.padding!r}.")
-    # nn.Conv's own convention: batch first, features last, kernel (*window, in, out).
-    return convolution.conv_general_dilated(x, kernel, self._spatial(self.strides, x), self.padding,
-                                            dimension_numbers=convolution.features_last(x.ndim))
-
 
 class InformationDropoutDense(_NoisyProjection):
-  """Dense Information Dropout for fully connected nets and VAE latents; see `_NoisyProjection` for attributes."""
+  """Dense Information Dropout for fully connected nets and VAE latents; see `_NoisyProjection` for attributes.
 
-  def _projection(self, name: str, use_bias: bool, x: Array) -> nn.Module:
+  `dense` is the projection module (default `nn.Dense`), called with nn.Dense's fields.
+  """
+  dense: ModuleDef = nn.Dense
+
+  def _projection(self, features: int, use_bias: bool, x: Array, **kwargs) -> nn.Module:
     del x  # A dense projection does not depend on the input's rank.
-    return nn.Dense(self.features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    return self.dense(features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, **kwargs)
 
   def _window(self, x: Array) -> tuple[int, ...]:
     del x
     return ()
-
-  def _apply_kernel(self, x: Array, kernel: Array) -> Array:
-    return jnp.dot(x, kernel)
 
 
 class _ProjectionParams(nn.Module):

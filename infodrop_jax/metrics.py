@@ -30,7 +30,7 @@ def _plain(value: Any) -> Any:
   return value
 
 
-def _read_records(path: str) -> list[str]:
+def read_records(path: str) -> list[str]:
   """The lines of the JSON-lines file at `path`, without a torn last line (a run killed mid-write).
 
   A torn last line is dropped with a warning; a damaged line anywhere else is not a kill mid-write, and dropping it
@@ -54,10 +54,10 @@ def _read_records(path: str) -> list[str]:
   return lines
 
 
-def _drop_records_after(path: str, step: int | None) -> None:
+def drop_records_after(path: str, step: int | None) -> None:
   """Rewrites the JSON-lines file at `path` without records past `step` (None: keep every step) and without a torn
   last line, atomically (temp file + os.replace)."""
-  lines = _read_records(path)
+  lines = read_records(path)
   kept = [line for line in lines if step is None or json.loads(line)['step'] <= step]
   with open(path, 'rb') as f:
     unchanged = f.read() == ''.join(lines).encode('utf-8') and len(kept) == len(lines)
@@ -86,8 +86,8 @@ class MetricWriter:
     path = os.path.join(workdir, METRICS_FILE)
     if os.path.exists(path):
       # A torn last line goes even on a fresh start: the next record would otherwise be appended to it.
-      _drop_records_after(path, resume_step or None)
-      for line in _read_records(path):
+      drop_records_after(path, resume_step or None)
+      for line in read_records(path):
         record = json.loads(line)
         self._logged.setdefault(int(record.pop('step')), set()).update(record)
     self._jsonl = open(path, 'a', encoding='utf-8')

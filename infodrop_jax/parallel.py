@@ -13,79 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
-import warnings
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from infodrop_jax import config_checks
+from infodrop_jax.cpu import xla as cpu_xla
+
 AXIS = 'batch'
 MODES = ('jit', 'pmap')
 
 PyTree = Any
-
-# XLA:CPU (jaxlib 0.10) hands convolutions, dots and reductions to YNNPACK. Its convolutions are 2-5x slower than
-# the Eigen kernels XLA falls back to (weight gradients worst; conv-by-conv figures in benchmarks/RESULTS.md), and a
-# CPU train step of All-CNN-32 runs 1.8-1.9x faster without them; its dots and reductions are kept (without them
-# XLA's own reductions make BatchNorm ~10x slower). The option is experimental: `cpu_compiler_options` checks that
-# this jaxlib takes it and otherwise leaves XLA's defaults.
-_YNN_FUSION_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
-_CPU_COMPILER_OPTIONS = {_YNN_FUSION_OPTION: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
-
-
-@functools.cache
-def cpu_compiler_options() -> dict[str, str]:
-  """The XLA options every compiled function of ours gets on a CPU device ({} when this jaxlib lacks them).
-
-  A user's own `--xla_cpu_experimental_ynn_fusion_type` in XLA_FLAGS wins: then nothing is overridden. Pass the
-  result to `jax.jit(..., compiler_options=...)` to give a model of your own the same CPU kernels.
-  """
-  if _YNN_FUSION_OPTION in os.environ.get('XLA_FLAGS', ''):
-    return {}
-  try:
-    probe = jax.device_put(np.float32(0), jax.devices('cpu')[0])
-    jax.jit(lambda x: x + 1, compiler_options=_CPU_COMPILER_OPTIONS).lower(probe).compile()
-  except Exception as error:  # pylint: disable=broad-except
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    warnings.warn(f'XLA:CPU does not take {_CPU_COMPILER_OPTIONS} ({reason}); its default CPU kernels are used.',
-                  stacklevel=2)
-    return {}
-  return dict(_CPU_COMPILER_OPTIONS)
-
-
-def compiler_options(devices: Any) -> dict[str, str] | None:
-  """`cpu_compiler_options()` when `devices` (a device, a list or a Mesh's array) are CPUs; None otherwise."""
-  first = np.asarray(devices, dtype=object).flat[0]
-  return (cpu_compiler_options() or None) if first.platform == 'cpu' else None
-
-
-class OptionsJit:
-  """`jax.jit(fn, compiler_options=options)` that may also be called inside another trace (jit, eval_shape, vmap).
-
-  XLA takes compiler options only for a top-level computation, and JAX refuses them on a nested jit; there the
-  function is traced without them and the enclosing computation's options apply. `lower`, `trace` and the rest are
-  the top-level jit's.
-  """
-
-  def __init__(self, fn: Callable[..., Any], options: dict[str, str], **jit_kwargs):
-    self._top_level = jax.jit(fn, compiler_options=options, **jit_kwargs)
-    self._nested = jax.jit(fn, **jit_kwargs)
-
-  def __call__(self, *args, **kwargs):
-    if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
-      try:
-        return self._top_level(*args, **kwargs)
-      except ValueError as error:  # Called inside a trace with only constant arguments.
-        if 'top-level' not in str(error):
-          raise
-    return self._nested(*args, **kwargs)
-
-  def __getattr__(self, name: str) -> Any:
-    return getattr(self._top_level, name)
-
 
 @dataclasses.dataclass(frozen=True)
 class Parallel:
@@ -93,9 +34,12 @@ class Parallel:
   mode: str
   mesh: Mesh  # All global devices, axis AXIS; used by 'jit' mode and by evaluation in both modes.
   local_mesh: Mesh  # This process's devices, axis AXIS; the pmap layout lives on it.
+  # XLA options every jitted function gets (e.g. `infodrop_jax.cpu.xla.compiler_options()`); None: XLA's defaults.
+  compiler_options: dict[str, str] | None = None
 
   @classmethod
-  def create(cls, mode: str = 'jit', devices: list[jax.Device] | None = None) -> Parallel:
+  def create(cls, mode: str = 'jit', devices: list[jax.Device] | None = None,
+             compiler_options: dict[str, str] | None = None) -> Parallel:
     """All devices (default), or `devices` (single-process only: a subset for tests and comparisons)."""
     if mode not in MODES:
       raise ValueError(f'config.train.parallel = {mode!r}: expected one of {MODES}.')
@@ -103,7 +47,12 @@ class Parallel:
     local = [d for d in devices if d.process_index == jax.process_index()]
     mesh = Mesh(np.array(devices), (AXIS,), axis_types=(AxisType.Auto,))
     local_mesh = Mesh(np.array(local), (AXIS,), axis_types=(AxisType.Auto,))
-    return cls(mode=mode, mesh=mesh, local_mesh=local_mesh)
+    return cls(mode=mode, mesh=mesh, local_mesh=local_mesh, compiler_options=compiler_options or None)
+
+  @property
+  def platform(self) -> str:
+    """The devices' platform ('cpu', 'gpu', 'tpu')."""
+    return self.mesh.devices.flat[0].platform
 
   @property
   def num_devices(self) -> int:
@@ -181,15 +130,11 @@ class Parallel:
       return tree
     return self.to_device_layout_host(first_replica_to_host(tree))
 
-  @property
-  def compiler_options(self) -> dict[str, str] | None:
-    """XLA options for this mesh's devices (`compiler_options`): what `compile` and `jit` give every function."""
-    return compiler_options(self.mesh.devices)
-
   def jit(self, fn: Callable[..., Any], **jit_kwargs) -> Callable[..., Any]:
-    """`jax.jit(fn, **jit_kwargs)` with this mesh's `compiler_options` (see `OptionsJit`)."""
-    options = self.compiler_options
-    return OptionsJit(fn, options, **jit_kwargs) if options else jax.jit(fn, **jit_kwargs)
+    """`jax.jit(fn, **jit_kwargs)`, with this run's `compiler_options` where it has some (see `cpu.xla.OptionsJit`)."""
+    if not self.compiler_options:
+      return jax.jit(fn, **jit_kwargs)
+    return cpu_xla.OptionsJit(fn, self.compiler_options, **jit_kwargs)
 
   def compile(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...] = ()) -> Callable[..., Any]:
     """`fn(*args, axis_name=None|AXIS)` compiled for this mode: `jax.jit`, or `jax.pmap` over axis AXIS.
@@ -216,10 +161,6 @@ def first_replica_to_host(tree: PyTree) -> PyTree:
   """One replica of every (replicated) array of the global layout, as numpy, on this process."""
   return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
                       tree)
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _address_problem(address: str) -> str | None:
@@ -250,9 +191,9 @@ def validate_distributed(distributed_config: Any) -> None:
       'enabled': (isinstance(d.enabled, (bool, np.bool_)), 'True or False'),
       'coordinator_address': (isinstance(d.coordinator_address, str),
                               "'host:port' of process 0's coordinator, or '' to detect it from the cluster"),
-      'num_processes': (_is_int(d.num_processes) and (d.num_processes == -1 or d.num_processes >= 1),
+      'num_processes': (config_checks.is_int(d.num_processes) and (d.num_processes == -1 or d.num_processes >= 1),
                         'an int >= 1, or -1 to detect it from the cluster'),
-      'process_id': (_is_int(d.process_id) and d.process_id >= -1,
+      'process_id': (config_checks.is_int(d.process_id) and d.process_id >= -1,
                      'an int in [0, num_processes), or -1 to detect it from the cluster'),
   }
   for field, (ok, what) in expected.items():

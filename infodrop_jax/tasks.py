@@ -3,7 +3,11 @@
 `train.train_and_evaluate(config, workdir)` takes the task named by `config.task` ('classification' unless a
 config says otherwise) from `TASKS`; a caller may also pass its own object with the same methods:
 
-  create_model(config, splits) -> nn.Module       the model, called as every model here (see `models`)
+  create_model(config, splits, **parts) -> nn.Module
+                                                  the model, called as every model here (see `models`); `parts`
+                                                  (`conv`, `norm`, `sampler`, ...) are the modules to build it from
+                                                  when the run's CPU speed-ups are on (`infodrop_jax.cpu`), and
+                                                  absent otherwise: a model of Flax's own parts
   validate_config(config, check) -> None          task-specific fields; check(ok, 'field.path', 'what was expected')
   loss(outputs, batch, kl_collection, *, beta, n_train) -> (loss, metrics)
                                                   the per-batch objective without weight decay, and train metrics
@@ -16,32 +20,30 @@ these run inside the compiled step, so they must be pure jnp functions of their 
 """
 from __future__ import annotations
 
-import importlib
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
-import warnings
 
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
+from infodrop_jax import config_checks
+from infodrop_jax import echo
 from infodrop_jax import kl as kl_lib
-from infodrop_jax import layers
 from infodrop_jax import models
+from infodrop_jax import vae
 
-Check = Callable[[bool, str, str], None]
+Array = jax.Array
+Check = config_checks.Check
 Sums = dict[str, jax.Array]
 
 
 class Task(Protocol):
   """The contract of a task (see the module docstring)."""
 
-  def create_model(self, config: ml_collections.ConfigDict, splits: Any) -> nn.Module: ...
+  def create_model(self, config: ml_collections.ConfigDict, splits: Any, **parts: Any) -> nn.Module: ...
 
   def validate_config(self, config: ml_collections.ConfigDict, check: Check) -> None: ...
 
@@ -51,24 +53,6 @@ class Task(Protocol):
   def eval_sums(self, outputs: Any, batch: Mapping[str, jax.Array], kl_collection: Any, mask: jax.Array) -> Sums: ...
 
   def eval_results(self, sums_d: Mapping[str, Any], sums_n: Mapping[str, Any]) -> dict[str, float]: ...
-
-
-def is_int(value: Any) -> bool:
-  """An int (numpy ints too), not a bool: what an int config field must hold."""
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def is_finite_real(value: Any) -> bool:
-  """A finite int or float (not a bool, nan or inf): what a float config field must hold."""
-  return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-          and math.isfinite(value))
-
-
-# Fields a model does not read, with the base config's default: another value there would be silently ignored.
-_IGNORED_MODEL_FIELDS = {
-    'mlp': {'filter_percentage': 1.0, 'input_dropout_rate': 0.2},
-    'all_cnn_96': {'filter_percentage': 1.0, 'input_dropout_rate': 0.2},
-}
 
 
 def masked_kl_per_layer_sums(kl_collection: Any, mask: jax.Array) -> Sums:
@@ -87,44 +71,12 @@ class Classification:
   """
   name = 'classification'
 
-  def create_model(self, config: ml_collections.ConfigDict, splits: Any) -> nn.Module:
-    return models.create_model(config.model, splits.num_classes)
+  def create_model(self, config: ml_collections.ConfigDict, splits: Any, **parts: Any) -> nn.Module:
+    return models.create_model(config.model, splits.num_classes, **parts)
 
   def validate_config(self, config: ml_collections.ConfigDict, check: Check) -> None:
-    model, real = config.model, is_finite_real
-    check(model.name in models.MODEL_NAMES, 'model.name', f'one of {models.MODEL_NAMES}')
-    check(model.dropout in layers.METHODS, 'model.dropout', f'one of {layers.METHODS}')
-    check(model.activation in layers.ACTIVATIONS, 'model.activation', f'one of {tuple(layers.ACTIVATIONS)}')
-    check(model.dtype in models.DTYPES, 'model.dtype', f'one of {tuple(models.DTYPES)}')
-    check(real(model.max_alpha) and 0 < model.max_alpha, 'model.max_alpha', 'a finite positive float')
-    check(real(model.filter_percentage) and 0 < model.filter_percentage <= 1, 'model.filter_percentage',
-          'a float in (0, 1]')
-    check(real(model.dropout_rate) and 0 <= model.dropout_rate < 1, 'model.dropout_rate',
-          'a drop probability in [0, 1)')
-    check(real(model.input_dropout_rate) and 0 <= model.input_dropout_rate < 1, 'model.input_dropout_rate',
-          'a drop probability in [0, 1)')
-    if 'lognormal_alpha' in model:
-      check(real(model.lognormal_alpha) and model.lognormal_alpha > 0, 'model.lognormal_alpha',
-            'a finite positive float')
-    if 'bn_momentum' in model:
-      check(real(model.bn_momentum) and 0 < model.bn_momentum < 1, 'model.bn_momentum',
-            'a float in (0, 1) (the BatchNorm moving-average decay)')
-    check(isinstance(model.hidden_sizes, (tuple, list)) and len(model.hidden_sizes) > 0 and all(
-        is_int(h) and h > 0 for h in model.hidden_sizes), 'model.hidden_sizes', 'a non-empty tuple of positive ints')
-    noisy = model.get('noisy_layers', ()) or ()
-    if model.name == 'mlp':
-      check(isinstance(noisy, (tuple, list)) and len(set(noisy)) == len(noisy) and all(
-          is_int(i) and 1 <= i <= len(model.hidden_sizes) for i in noisy), 'model.noisy_layers',
-            f'distinct 1-based hidden-layer indices (1..{len(model.hidden_sizes)}), or () for every hidden layer')
-    else:
-      check(not noisy, 'model.noisy_layers', f"() (it applies to model 'mlp' only; {model.name!r} has noise on "
-            'every pooling layer)')
-    for field, default in _IGNORED_MODEL_FIELDS.get(model.name, {}).items():
-      if field in model and model[field] != default:
-        message = (f'config.model.{field} = {model[field]!r} has no effect: model {model.name!r} does not use it '
-                   f'(only all_cnn_32 does).')
-        warnings.warn(message, UserWarning, stacklevel=2)
-        logging.warning(message)
+    del check  # The model's fields are validated in one place, `models.validate_config`, with its own messages.
+    models.validate_config(config.model)
 
   def loss(self, outputs, batch, kl_collection, *, beta, n_train):
     logits = outputs.astype(jnp.float32)
@@ -152,10 +104,85 @@ class Classification:
     return result
 
 
+class VAETask:
+  """The trainer's task for `config.task = 'vae'`: loss = mean_batch(D + β·R), R in nats per example (no ÷ N_train).
+
+  Train metrics: distortion, rate, neg_elbo (nats per example). Test results (`summary.json`): test/distortion,
+  test/rate, test/neg_elbo from the noisy pass (the ELBO needs the noise), test/distortion_d from the noise-free
+  reconstruction (z = μ or f). Echo noise in the noisy test pass is built from the other members of each test batch.
+  """
+  name = 'vae'
+
+  def __init__(self, likelihood: str = 'bernoulli'):
+    self.likelihood = likelihood
+
+  def create_model(self, config: ml_collections.ConfigDict, splits: Any, **parts: Any) -> nn.Module:
+    self.likelihood = config.vae.likelihood
+    return vae.create_model(config, splits.train.images.shape[1:], **parts)
+
+  def validate_config(self, config: ml_collections.ConfigDict, check: Check) -> None:
+    if config.get('vae') is None:
+      raise ValueError("config.vae is missing: config.task = 'vae' needs a config.vae section (see "
+                       'configs/vae_mnist.py).')
+    c = config.vae
+    check(c.latent in vae.LATENTS, 'vae.latent', f'one of {vae.LATENTS}')
+    check(c.architecture in vae.ARCHITECTURES, 'vae.architecture', f'one of {vae.ARCHITECTURES}')
+    check(c.likelihood in vae.LIKELIHOODS, 'vae.likelihood', f'one of {vae.LIKELIHOODS}')
+    check(c.info_activation in vae.INFO_ACTIVATIONS, 'vae.info_activation',
+          f"one of {vae.INFO_ACTIVATIONS} (softplus: learned log-normal prior; relu: log-uniform prior)")
+    check(int(c.latent_size) > 0, 'vae.latent_size', 'a positive int')
+    check(int(c.hidden_size) > 0, 'vae.hidden_size', 'a positive int')
+    check(float(c.max_alpha) > 0, 'vae.max_alpha', 'a positive float')
+    check(float(c.echo_f_scale) > 0, 'vae.echo_f_scale', 'a positive float')
+    check(0.0 <= float(c.echo_clip_factor) < 1.0, 'vae.echo_clip_factor', 'a float in (0, 1), or 0 for the default')
+    check(int(c.iw_samples) > 0, 'vae.iw_samples', 'a positive int')
+    check(int(c.iw_examples) >= 0, 'vae.iw_examples', 'an int >= 0 (0 = the whole test set)')
+    check(config.data.preprocess in vae.UNIT_PREPROCESSINGS, 'data.preprocess',
+          f'images in [0, 1] for a Bernoulli-type likelihood: one of {vae.UNIT_PREPROCESSINGS}')
+    if c.architecture == 'conv':
+      check(config.data.name in ('mnist', 'fashion_mnist'), 'data.name',
+            "28×28 images for vae.architecture='conv' ('mnist' or 'fashion_mnist'), or vae.architecture='mlp'")
+    check(int(c.d_max) >= 1, 'vae.d_max', 'a positive number of echo terms')
+    if c.latent == 'echo' and not c.echo_replace:
+      # Under pmap each device's model call sees its own slice of the batch; under jit the whole global batch.
+      devices = jax.device_count() if config.train.parallel == 'pmap' else 1
+      for field in ('train.batch_size', 'eval.batch_size'):
+        section, name = field.split('.')
+        per_call = int(config[section][name]) // devices
+        check(int(c.d_max) <= echo.max_d_max(per_call), 'vae.d_max',
+              f'at most {field} per model call − 1 = {per_call} − 1 = {echo.max_d_max(per_call)} (echo noise draws '
+              f'd_max *other* examples of the batch without replacement); lower vae.d_max, raise {field}, or set '
+              f'vae.echo_replace=True')
+    self.likelihood = c.likelihood
+
+  def _per_example(self, outputs: Mapping[str, Array], batch: Mapping[str, Array],
+                   kl_collection: Any) -> tuple[Array, Array]:
+    distortion = vae.neg_log_likelihood(outputs['logits'], batch['images'], self.likelihood)
+    rate = jnp.asarray(kl_lib.kl_per_example(kl_collection), jnp.float32)
+    return distortion, jnp.broadcast_to(rate, distortion.shape)
+
+  def loss(self, outputs, batch, kl_collection, *, beta, n_train):
+    del n_train  # Per-example rate and distortion: nothing is normalised by the training-set size.
+    distortion, rate = self._per_example(outputs, batch, kl_collection)
+    metrics = {'distortion': distortion.mean(), 'rate': rate.mean(), 'neg_elbo': (distortion + rate).mean()}
+    return jnp.mean(distortion + beta * rate), metrics
+
+  def eval_sums(self, outputs, batch, kl_collection, mask):
+    distortion, rate = self._per_example(outputs, batch, kl_collection)
+    mask = mask.astype(jnp.float32)
+    return {'distortion': jnp.sum(mask * distortion), 'rate': jnp.sum(mask * rate),
+            'neg_elbo': jnp.sum(mask * (distortion + rate)), 'count': jnp.sum(mask)}
+
+  def eval_results(self, sums_d, sums_n):
+    count = float(sums_n['count'])
+    return {'test/distortion': float(sums_n['distortion']) / count, 'test/rate': float(sums_n['rate']) / count,
+            'test/neg_elbo': float(sums_n['neg_elbo']) / count,
+            'test/distortion_d': float(sums_d['distortion']) / count}
+
+
 TASKS: dict[str, Callable[[], Task]] = {
     'classification': Classification,
-    # Imported on first use: `vae` imports this module, and classification runs need none of it.
-    'vae': lambda: importlib.import_module('infodrop_jax.vae').VAETask(),
+    'vae': VAETask,
 }
 
 

@@ -2,11 +2,21 @@
 
     summary = train.train_and_evaluate(config, workdir)   # trains (resuming from workdir), evaluates, returns
     summary = train.evaluate_checkpoint(config, workdir)  # evaluates the latest checkpoint, no training
+    with train.restore(workdir) as restored:              # opens a trained run: config, model, state, splits
+      restored.run.evaluate(restored.state)
+
+`restore` is the one public way to open a run from its workdir; evaluation, `--mode=analyze` and the VAE analysis
+use it, and hooks receive the same `Run`.
 
 `train_step(state, batch, key)` is the pure step; the loop runs it `lax.scan`ned over chunks of steps that gather
 their batches from the device-resident split (`infodrop_jax.data.pipeline`), compiled once per chunk length with
 `jax.jit` on a data-parallel mesh ('jit' mode) or `jax.pmap` ('pmap' mode), donating the state. Progress, NaN
 checks, metrics and checkpoints happen at chunk boundaries.
+
+CPU speed-ups (`infodrop_jax.cpu`) are switched by `config.train.cpu_speedups` ('auto': when JAX's default backend
+is the CPU): the model is then built from the CPU parts (`cpu.model_parts()`) and compiled with the XLA:CPU options
+(`cpu.xla.compiler_options()`); otherwise it is plain Flax with XLA's defaults. Under pmap the models' BatchNorm
+averages its statistics across devices (`axis_name`), so every device count trains the same model.
 
 Randomness: one root key `PRNGKey(config.seed)` → init key, data-order key and the noise key kept in the state. The
 noise key of step s is fold_in(state.key, s); under pmap it is further folded with the device index. Under 'jit'
@@ -32,14 +42,18 @@ from absl import logging
 from flax.training import train_state
 
 from infodrop_jax import checkpoint as checkpoint_lib
+from infodrop_jax import config_checks
 from infodrop_jax import config_diff
-from infodrop_jax import convolution
+from infodrop_jax import cpu
+from infodrop_jax import information_plane
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import metrics as metrics_lib
 from infodrop_jax import optim
-from infodrop_jax import native
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax import tasks
+from infodrop_jax.cpu import convolution as cpu_convolution
+from infodrop_jax.cpu import xla as cpu_xla
+from infodrop_jax.data import config as data_config
 from infodrop_jax.data import pipeline as pipeline_lib
 from infodrop_jax.data import preprocess
 
@@ -62,18 +76,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
 
   The trainer's own fields are checked here, the model's and loss's by the task (`tasks.Task.validate_config`).
   """
-  def check(ok: bool, field: str, expected: str) -> None:
-    if not ok:
-      value = config
-      for part in field.split('.'):
-        value = value[part]
-      raise ValueError(f'config.{field} = {value!r}: expected {expected}.')
-
+  check = config_checks.checker(config)
   if task is None:
     check(tasks.task_name(config) in tasks.TASKS, 'task', f'one of {tuple(tasks.TASKS)}')
     task = tasks.create_task(config)
   task.validate_config(config, check)
-  real, integer = tasks.is_finite_real, tasks.is_int
+  real, integer = config_checks.is_finite_real, config_checks.is_int
   check(real(config.loss.beta) and config.loss.beta >= 0, 'loss.beta', 'a finite float >= 0')
   check(real(config.loss.weight_decay) and config.loss.weight_decay >= 0, 'loss.weight_decay', 'a finite float >= 0')
   check(config.optim.name in optim.OPTIMIZERS, 'optim.name', f'one of {optim.OPTIMIZERS}')
@@ -98,6 +106,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
   check(integer(config.train.batch_size) and config.train.batch_size > 0, 'train.batch_size', 'a positive int')
   check(integer(config.eval.batch_size) and config.eval.batch_size > 0, 'eval.batch_size', 'a positive int')
   check(config.train.parallel in parallel_lib.MODES, 'train.parallel', f'one of {parallel_lib.MODES}')
+  check(config.train.get('cpu_speedups', 'auto') in cpu.SETTINGS, 'train.cpu_speedups',
+        f"one of {cpu.SETTINGS} ('auto': on when JAX's default backend is the CPU)")
   placements = ('auto',) + pipeline_lib.PLACEMENTS
   check(config.train.data_placement in placements, 'train.data_placement', f'one of {placements}')
   for field in ('steps_per_call', 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
@@ -109,7 +119,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
   if config.get('distributed') is not None:
     parallel_lib.validate_distributed(config.distributed)
   if config.get('data') is not None and 'name' in config.data:
-    from infodrop_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
     data_config.validate(config.data)
   if num_devices is not None:
     for field in ('train.batch_size', 'eval.batch_size'):
@@ -156,8 +165,9 @@ def train_step(state: TrainState, batch: Batch, key: jax.Array, *, beta: float, 
 
   grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
   if axis_name is not None:
-    # Equal shards: the mean of per-device means is the global mean. BatchNorm: the per-device variances are
-    # averaged, not pooled (pooling would add the spread of the per-device means).
+    # Equal shards: the mean of per-device means is the global mean. Our models' BatchNorm already averaged its
+    # statistics across devices (`axis_name`), so every replica holds the same ones; a model of your own without
+    # that gets the average of its per-device statistics, so the replicas at least stay equal.
     grads, metrics, batch_stats = jax.lax.pmean((grads, metrics, batch_stats), axis_name)
   metrics['grad_norm'] = optax.tree.norm(grads)
   metrics['learning_rate'] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
@@ -195,12 +205,30 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sampl
   return jax.jit(init, out_shardings=shardings)()
 
 
-class _Run:
-  """Everything a training or evaluation run needs, built (and validated) before any compile."""
+class Run:
+  """Everything a training or evaluation run needs, built (and validated) before any compile.
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None,
-               splits: Any | None, read_only: bool = False, task: tasks.Task | None = None):
-    parallel = parallel_lib.Parallel.create(config.train.parallel)
+  Public, for hooks and analyses: `config`, `workdir`, `model`, `splits`, `task`, `parallel`, `steps_per_epoch`,
+  `total_steps`, `checkpointer`, `writer` (during training), `evaluate(state)`, `evaluation_variables(state)`,
+  `model_inputs(batch, key)`. Open a trained run with `restore`.
+
+  Args:
+    config: the experiment config (validated here).
+    workdir: the run's directory.
+    model: a model of your own (used as it is); default the task's, built from Flax's parts or, with CPU speed-ups
+      on, from `cpu.model_parts()`, with BatchNorm synchronised across devices under pmap.
+    splits: the data; default `data.load(config.data)`.
+    read_only: open an existing workdir without writing to it (evaluation, analysis).
+    task: the objective; default the one `config.task` names.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None = None,
+               splits: Any | None = None, read_only: bool = False, task: tasks.Task | None = None):
+    backend = jax.default_backend()
+    self.cpu_speedups = cpu.enabled(config.train.get('cpu_speedups', 'auto'), backend)
+    parallel = parallel_lib.Parallel.create(
+        config.train.parallel, compiler_options=cpu_xla.compiler_options() if self.cpu_speedups and
+        backend == 'cpu' else None)
     task = task if task is not None else tasks.create_task(config) if tasks.task_name(config) in tasks.TASKS else None
     validate_config(config, parallel.num_devices, task)
     if read_only:
@@ -209,7 +237,7 @@ class _Run:
     else:
       checkpoint_lib.check_workdir(workdir)
     if splits is None:
-      from infodrop_jax import data  # pylint: disable=g-import-not-at-top
+      from infodrop_jax import data  # pylint: disable=g-import-not-at-top  (loads TFDS: only when needed)
       splits = data.load(config.data)
     n_test = int(splits.test.labels.shape[0])
     most = -(-n_test // parallel.num_devices) * parallel.num_devices
@@ -228,7 +256,7 @@ class _Run:
     self.steps_per_epoch = self.train_data.steps_per_epoch
     self.total_steps = int(config.train.num_epochs) * self.steps_per_epoch
     self.task = task
-    self.model = model if model is not None else task.create_model(config, splits)
+    self.model = model if model is not None else task.create_model(config, splits, **self._model_parts())
     self.tx, self.schedule = optim.create_optimizer(config.optim, self.steps_per_epoch)
     self.checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=int(config.train.keep_checkpoints),
                                                     read_only=read_only)
@@ -243,6 +271,14 @@ class _Run:
     self._host_bn_fn = parallel.jit(self._bn_body)
     self._host_test_fn = parallel.jit(self._test_body, static_argnums=3)
 
+  def _model_parts(self) -> dict[str, Any]:
+    """What the task builds its model from beyond Flax's defaults: the CPU parts when the speed-ups are on, and
+    under pmap the axis BatchNorm averages its statistics over (so pmap trains the model one device does)."""
+    parts = cpu.model_parts() if self.cpu_speedups else {}
+    if self.parallel.mode == 'pmap':
+      parts['axis_name'] = parallel_lib.AXIS
+    return parts
+
   @functools.cached_property
   def host_loops(self) -> bool:
     """Whether the loops over training, re-estimation and test batches are driven from the host, one compiled
@@ -252,12 +288,12 @@ class _Run:
     computation (its ConvCanonicalization pass visits nothing else). The gradient convolutions JAX emits for a
     plain nn.Conv are not in that form, so inside any compiled loop, or a scan of length 1, they fall back to a
     naive loop nest: a train step of All-CNN-96 at 48x48, batch 128, took 64 s there and 1.8 s outside
-    (benchmarks/RESULTS.md). Our layers and models (convolution.Conv, ConvTranspose) emit that form themselves,
-    and compiled loops are then 2-13 % faster than host-driven steps (benchmarks/RESULTS.md). So on a single CPU
-    device the loops are host-driven only when the step has a convolution in another form
-    (`convolution.loop_unsafe_convolutions`, checked on the step lowered for abstract inputs, no compile); it is
-    named once in the log. Several (forced) CPU devices always keep the compiled loops: driving 8 of them step by
-    step has aborted XLA:CPU.
+    (benchmarks/RESULTS.md). The CPU speed-ups' convolutions (`cpu.convolution.Conv`, `ConvTranspose`) emit that
+    form themselves, and compiled loops are then 2-13 % faster than host-driven steps (benchmarks/RESULTS.md). So
+    on a single CPU device, whatever `cpu_speedups` says, the loops are host-driven only when the step has a
+    convolution in another form (`cpu.convolution.loop_unsafe_convolutions`, checked on the step lowered for
+    abstract inputs, no compile); it is named once in the log. Several (forced) CPU devices always keep the
+    compiled loops: driving 8 of them step by step has aborted XLA:CPU.
     """
     if not (self.parallel.mode == 'jit' and self.parallel.num_devices == 1
             and self.parallel.mesh.devices.flat[0].platform == 'cpu'):
@@ -265,17 +301,17 @@ class _Run:
     unsafe = self.loop_unsafe_convolutions()
     if unsafe:
       logging.warning('Training loops driven from the host, one step per call: inside a compiled loop XLA:CPU would '
-                      'run %d convolution(s) of the step as a naive loop nest (infodrop_jax.convolution.Conv and '
-                      "ConvTranspose avoid that), e.g. %s", len(unsafe),
+                      'run %d convolution(s) of the step as a naive loop nest (the CPU speed-ups, '
+                      "config.train.cpu_speedups, avoid that for our models), e.g. %s", len(unsafe),
                       unsafe[0][:300])
     return bool(unsafe)
 
   def loop_unsafe_convolutions(self) -> list[str]:
-    """`convolution.loop_unsafe_convolutions` of one training step, lowered for this run's shapes (no compile)."""
+    """`cpu.convolution.loop_unsafe_convolutions` of one training step, lowered for this run's shapes (no compile)."""
     sample = self.splits.train.images[:1].astype(np.float32)
     state = jax.eval_shape(_state_initializer(self.model, self.tx, sample, self.keys))
     lowered = self._chunk_fn(1).lower(state, self.train_data.arrays, self.train_data.order(0))
-    return convolution.loop_unsafe_convolutions(lowered.as_text())
+    return cpu_convolution.loop_unsafe_convolutions(lowered.as_text())
 
   def model_inputs(self, batch: Batch, key: jax.Array, axis_name: str | None = None) -> Batch:
     """The batch as the model sees it: with preprocess='binarize_stochastic', a fresh binarisation per use.
@@ -298,11 +334,11 @@ class _Run:
     return state
 
   def device_record(self) -> dict[str, Any]:
-    """What the run ran on, for summary.json: device count and kind, the parallel mode, and whether the compiled
-    CPU convolution kernels (`infodrop_jax.native`) were available to it (used where a convolution qualifies)."""
+    """What the run ran on, for summary.json: device count and kind, the parallel mode, and whether the CPU
+    speed-ups (`infodrop_jax.cpu`) were on."""
     first = self.parallel.mesh.devices.flat[0]
     return dict(devices=self.parallel.num_devices, device_kind=first.device_kind, parallel=self.parallel.mode,
-                native_cpu_kernels_available=first.platform == 'cpu' and native.available())
+                cpu_speedups=self.cpu_speedups)
 
   # --- compiled pieces ---
 
@@ -491,31 +527,31 @@ def _raise_non_finite(metrics: Mapping[str, np.ndarray], first_step: int, checkp
 # `recorded(run, step) -> bool` (True when their output for `step` is already in the workdir, or when they have
 # nothing to do at `step`) are then called again at the resumed step where it returns False; hooks without it are
 # not called again there. `run.writer` is the run's `metrics.MetricWriter` (see `MetricWriter.logged`).
-Hook = Callable[['_Run', TrainState, int], 'Mapping[str, float] | None']
+Hook = Callable[['Run', TrainState, int], 'Mapping[str, float] | None']
 
 
 class _EvaluationHook:
-  """Test-set evaluation (`_Run.evaluate`) every `every_epochs` epochs; the final one belongs to the summary."""
+  """Test-set evaluation (`Run.evaluate`) every `every_epochs` epochs; the final one belongs to the summary."""
   name = 'test-set evaluation'
 
   def __init__(self, every_epochs: int):
     self.every_epochs = every_epochs
 
-  def due(self, run: _Run, step: int) -> bool:
+  def due(self, run: Run, step: int) -> bool:
     epoch, within = divmod(step, run.steps_per_epoch)
     return not (within or not self.every_epochs or epoch % self.every_epochs or step in (0, run.total_steps))
 
-  def recorded(self, run: _Run, step: int) -> bool:
+  def recorded(self, run: Run, step: int) -> bool:
     writer = getattr(run, 'writer', None)
     return not self.due(run, step) or (
         writer is not None and any(k.startswith('test/') for k in writer.logged(step)))
 
-  def __call__(self, run: _Run, state: TrainState, step: int) -> dict[str, float] | None:
+  def __call__(self, run: Run, state: TrainState, step: int) -> dict[str, float] | None:
     return run.evaluate(state) if self.due(run, step) else None
 
 
 def evaluation_hook(every_epochs: int) -> Hook:
-  """Test-set evaluation (`_Run.evaluate`) every `every_epochs` epochs; the final one belongs to the summary."""
+  """Test-set evaluation (`Run.evaluate`) every `every_epochs` epochs; the final one belongs to the summary."""
   return _EvaluationHook(every_epochs)
 
 
@@ -523,7 +559,6 @@ def default_hooks(config: ml_collections.ConfigDict) -> list[Hook]:
   """The hooks a config asks for: periodic evaluation, and information-plane capture when enabled."""
   hooks = [evaluation_hook(int(config.eval.every_epochs))]
   if config.get('information_plane') is not None and config.information_plane.get('enabled', False):
-    from infodrop_jax import information_plane  # pylint: disable=g-import-not-at-top
     hooks.append(information_plane.capture_hook(config))
   return hooks
 
@@ -598,7 +633,7 @@ def _remove_empty_dirs(created: list[str]) -> None:
       pass
 
 
-def _call_hooks(run: _Run, hooks: list[Hook], state: TrainState, step: int, writer: metrics_lib.MetricWriter, *,
+def _call_hooks(run: Run, hooks: list[Hook], state: TrainState, step: int, writer: metrics_lib.MetricWriter, *,
                 resumed: bool = False) -> None:
   """Calls the hooks at `step`; on a resumed step, only those whose output for it is missing (see `Hook`)."""
   if resumed:
@@ -661,7 +696,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   created = [d for d in (workdir, os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)) if not os.path.exists(d)]
   run = None
   try:
-    run = _Run(config, workdir, model=model, splits=splits, task=task)
+    run = Run(config, workdir, model=model, splits=splits, task=task)
     hooks = default_hooks(config) if hooks is None else hooks
     for hook in hooks:  # Hooks that depend on the data or the workdir check them before anything compiles.
       if hasattr(hook, 'prepare'):
@@ -771,18 +806,128 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, mode
                         task: tasks.Task | None = None) -> dict[str, Any]:
   """Evaluates the checkpoint at `step` (default: latest) in `workdir` without training; returns the summary."""
   start_time = time.perf_counter()
-  run = _Run(config, workdir, model=model, splits=splits, read_only=True, task=task)
+  with restore(workdir, config, step=step, model=model, splits=splits, task=task) as restored:
+    summary = restored.run.evaluate(restored.state)
+    summary.update(steps=restored.step, wall_time_s=time.perf_counter() - start_time,
+                   **restored.run.device_record())
+  if jax.process_index() == 0:
+    print(metrics_lib.format_summary(summary), flush=True)
+  return summary
+
+
+# --- opening a trained run -----------------------------------------------------------------------------------------
+
+# A --config given to open a run may differ from its config.json where a resumed run may (nothing that changes the
+# trained weights), and in how the data is laid out over devices.
+_OPEN_FREE_FIELDS = config_diff.RESUME_FREE_FIELDS + ('train.data_placement',)
+_REQUIRED_SECTIONS = ('seed', 'data', 'model', 'loss', 'optim', 'train', 'eval')
+
+
+class WorkdirError(ValueError):
+  """A workdir that holds no run this version can open; the message says what was expected."""
+
+
+def load_config(workdir: str, given: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """The run's config from `W/config.json`; a `given` config (e.g. from --config) must agree with it where there is
+  one.
+
+  Raises:
+    WorkdirError: no workdir or config.json, a config.json that is not an infodrop-jax experiment, or a given
+      config that differs from it in a field that matters (the message lists them).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isdir(workdir):
+    raise WorkdirError(f'--workdir {workdir!r} does not exist; give the directory of a training run.')
+  if given is not None and not os.path.exists(path):  # Nothing to compare with (a run that never started).
+    return given
+  if not os.path.isfile(path):
+    raise WorkdirError(f'{path} not found: --workdir must be a training run\'s directory (training writes '
+                       f'{CONFIG_FILE} when it starts).')
+  try:
+    with open(path, encoding='utf-8') as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f'{path} is not readable JSON ({e}); it should be the config the run was trained with.') from e
+  missing = [s for s in _REQUIRED_SECTIONS if not isinstance(saved, dict) or s not in saved]
+  if missing:
+    raise WorkdirError(f'{path} is not an infodrop-jax experiment config: it lacks {", ".join(missing)}.')
+  if given is not None:
+    differ = config_diff.differences(given, saved, free=_OPEN_FREE_FIELDS)
+    if differ:
+      raise WorkdirError(f'--config does not match the run in {workdir} ({len(differ)} field(s) differ: '
+                         f'{config_diff.describe(differ, ours="--config", theirs="run")}). Omit --config to use '
+                         'the config the run was trained with.')
+    return given
+  return ml_collections.ConfigDict(saved)
+
+
+class RestoredRun:
+  """A trained run opened from its workdir (`restore`): its `Run` and the checkpoint's state.
+
+  `config`, `model`, `splits` and `step` are the run's; `state` is the TrainState in the compiled step's layout (what
+  `run.evaluate(state)` takes); `variables()` are the parameters and BatchNorm statistics as evaluation uses them
+  (statistics re-estimated), as numpy. Close it (or use it as a context manager) to release the checkpointer.
+  """
+
+  def __init__(self, run: Run, state: TrainState):
+    self.run, self.state = run, state
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.run.config
+
+  @property
+  def model(self) -> nn.Module:
+    return self.run.model
+
+  @property
+  def splits(self) -> Any:
+    return self.run.splits
+
+  @property
+  def step(self) -> int:
+    return int(np.asarray(jax.device_get(self.run.parallel.first_step_replica(self.state.step))))
+
+  def variables(self) -> dict[str, Any]:
+    return self.run.evaluation_variables(self.state)
+
+  def close(self) -> None:
+    self.run.checkpointer.close()
+
+  def __enter__(self) -> RestoredRun:
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    self.close()
+
+
+def restore(workdir: str, config: ml_collections.ConfigDict | None = None, *, step: int | None = None,
+            model: nn.Module | None = None, splits: Any | None = None,
+            task: tasks.Task | None = None) -> RestoredRun:
+  """Opens the run in `workdir` at checkpoint `step` (default: the latest), without writing to the workdir.
+
+  Args:
+    workdir: a training run's directory.
+    config: default the run's `config.json`; a given config must agree with it (`load_config`).
+    step, model, splits, task: as `Run` takes them (default: the run's own model, data and task).
+  Raises:
+    WorkdirError: the workdir holds no run (see `load_config`) or its config is one this version cannot run.
+    FileNotFoundError: it has no checkpoint yet.
+  """
+  config = load_config(workdir, config)
+  try:
+    run = Run(config, workdir, model=model, splits=splits, read_only=True, task=task)
+  except KeyError as e:
+    raise WorkdirError(f'{os.path.join(workdir, CONFIG_FILE)} is missing field {e}; it is not a config this '
+                       'version of infodrop-jax can run.') from e
   try:
     if run.checkpointer.latest_step() is None:
-      raise FileNotFoundError(f'--mode=eval: no checkpoint in {run.checkpointer.directory}; train first.')
+      raise FileNotFoundError(f'no checkpoint in {run.checkpointer.directory}: train the run first (or wait for '
+                              'its first checkpoint).')
     template = create_train_state(run.model, run.tx, run.splits.train.images[:1].astype(np.float32), run.keys,
                                   run.parallel)
     state = run.checkpointer.restore(template, step)
-    summary = run.evaluate(run.parallel.to_device_layout(state))
-    summary.update(steps=int(jax.device_get(state.step)), wall_time_s=time.perf_counter() - start_time,
-                   **run.device_record())
-    if jax.process_index() == 0:
-      print(metrics_lib.format_summary(summary), flush=True)
-    return summary
-  finally:
+  except BaseException:
     run.checkpointer.close()
+    raise
+  return RestoredRun(run, run.parallel.to_device_layout(state))

@@ -13,7 +13,6 @@ from infodrop_jax import analysis
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import models
 from infodrop_jax import train
-from infodrop_jax.analysis import runner
 from infodrop_jax.analysis import stats
 from infodrop_jax.data import preprocess
 from infodrop_jax.data.splits import DatasetSplits, Split
@@ -106,11 +105,8 @@ def test_heatmaps_npz_layout_and_boxes(boxed_run):
 def test_heatmaps_summed_over_locations_equal_the_per_example_kl(boxed_run):
   workdir, model, splits, config, _ = boxed_run
   arrays = np.load(os.path.join(workdir, 'analysis', 'heatmaps.npz'))
-  run, state = runner._restore(config, workdir, model=model, splits=splits)  # pylint: disable=protected-access
-  try:
-    variables = run.evaluation_variables(state)
-  finally:
-    run.checkpointer.close()
+  with train.restore(workdir, config, model=model, splits=splits) as restored:
+    variables = restored.variables()
   images = preprocess.to_unit_interval(splits.test.images[arrays['indices']])
   _, updates = model.apply(variables, images, deterministic=True, use_running_average=True, mutable=['kl'])
   expected = np.asarray(kl_lib.kl_per_example(updates['kl']))

@@ -148,7 +148,7 @@ def test_eval_batch_larger_than_the_test_split_is_refused(tmp_path):
   config = train_helpers.tiny_config()
   config.eval.batch_size = 48  # The tiny test split has 40 examples: 5 batches of 8 on 8 devices.
   with pytest.raises(ValueError, match=r'config.eval.batch_size = 48: expected at most 40 \(the test split has 40'):
-    train._Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
+    train.Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
 
 
 def test_malformed_coordinator_is_refused_before_jax_is_contacted(monkeypatch):

@@ -1,4 +1,5 @@
-"""cpu_process: when the launcher restarts with huge pages, how many CPU devices it asks for, and that it does."""
+"""cpu.process: how many CPU devices the launcher asks for when told to (--host_devices), that it does, and that by
+default it neither restarts itself nor edits the environment."""
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ import ml_collections
 import pytest
 
 import train_helpers
-from infodrop_jax import cpu_process
+from infodrop_jax.cpu import process as cpu_process
 from infodrop_jax import metrics
 
 
@@ -16,50 +17,6 @@ def _config(model='all_cnn_32', task='classification', **train):
   return ml_collections.ConfigDict(dict(task=task, model=dict(name=model),
                                         train=dict(dict(batch_size=100, parallel='jit'), **train),
                                         eval=dict(batch_size=400), distributed=dict(enabled=False)))
-
-
-def test_huge_pages_environment_adds_the_tunable_only_where_it_helps():
-  env = cpu_process.huge_pages_environment({'PATH': '/bin'}, on_request=True, glibc_ok=True)
-  assert env['GLIBC_TUNABLES'] == cpu_process.HUGE_PAGES and env['PATH'] == '/bin'
-  # Other tunables are kept, in front.
-  env = cpu_process.huge_pages_environment({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, on_request=True,
-                                           glibc_ok=True)
-  assert env['GLIBC_TUNABLES'] == f'glibc.malloc.arena_max=2:{cpu_process.HUGE_PAGES}'
-  # The user's own setting (the opt-out included) is left alone, which also stops a second restart.
-  for tunables in (cpu_process.HUGE_PAGES, 'glibc.malloc.hugetlb=0'):
-    assert cpu_process.huge_pages_environment({'GLIBC_TUNABLES': tunables}, on_request=True, glibc_ok=True) is None
-  # Kernel not in madvise mode (always: huge pages anyway; never: none to get), or a glibc without the tunable.
-  assert cpu_process.huge_pages_environment({}, on_request=False, glibc_ok=True) is None
-  assert cpu_process.huge_pages_environment({}, on_request=True, glibc_ok=False) is None
-
-
-@pytest.mark.parametrize('setting, expected', [('always [madvise] never', True), ('[always] madvise never', False),
-                                               ('always madvise [never]', False)])
-def test_huge_pages_on_request_reads_the_kernel_setting(tmp_path, setting, expected):
-  path = tmp_path / 'enabled'
-  path.write_text(setting + '\n')
-  assert cpu_process.huge_pages_on_request(str(path)) is expected
-  assert cpu_process.huge_pages_on_request(str(tmp_path / 'missing')) is False
-
-
-def test_reexec_restarts_once_with_the_tunable_and_the_same_command_line(tmp_path):
-  script = tmp_path / 'show.py'
-  script.write_text(
-      'import json, os, sys\n'
-      f'sys.path.insert(0, {str(train_helpers.REPO_ROOT)!r})\n'
-      'from infodrop_jax import cpu_process\n'
-      'print("start", flush=True)\n'
-      'cpu_process.reexec_with_huge_pages()\n'
-      'print(json.dumps([os.environ.get("GLIBC_TUNABLES"), sys.argv[1:], sys.flags.optimize]))\n')
-  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
-  result = subprocess.run([sys.executable, '-O', str(script), 'a', '--b=1'], capture_output=True, text=True,
-                          env=env, check=True, timeout=60)
-  tunables, args, optimize = json.loads(result.stdout.splitlines()[-1])
-  assert args == ['a', '--b=1'] and optimize == 1  # Interpreter options and arguments survive the restart.
-  if cpu_process.huge_pages_environment(env) is not None:
-    assert result.stdout.count('start') == 2 and tunables == cpu_process.HUGE_PAGES
-  else:  # This machine gains nothing from it (kernel setting or glibc): no restart.
-    assert result.stdout.count('start') == 1 and tunables is None
 
 
 def test_auto_host_devices_splits_only_runs_that_can_split():
@@ -125,11 +82,11 @@ def _launch(tmp_path, *args, devices=None):
 
 def test_launch_asks_for_the_devices_and_records_them(shared_data, tmp_path):
   del shared_data
-  result = _launch(tmp_path / 'auto')  # An MLP: 'auto' keeps one device.
+  result = _launch(tmp_path / 'default')  # No split unless asked for.
   assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads((tmp_path / 'auto' / 'summary.json').read_text())
+  summary = json.loads((tmp_path / 'default' / 'summary.json').read_text())
   assert (summary['devices'], summary['device_kind'], summary['parallel']) == (1, 'cpu', 'jit')
-  assert isinstance(summary['native_cpu_kernels_available'], bool)
+  assert summary['cpu_speedups'] is True  # 'auto' on a CPU backend.
   assert 'on 1 cpu device' in result.stdout
   result = _launch(tmp_path / 'two', '--host_devices=2')
   assert result.returncode == 0, result.stderr[-3000:]
@@ -145,3 +102,31 @@ def test_launch_rejects_a_bad_host_device_count(tmp_path):
   result = _launch(tmp_path, '--host_devices=many')
   assert result.returncode != 0
   assert "--host_devices = 'many': expected 'auto' or a positive int" in result.stderr
+
+
+def test_the_launcher_neither_restarts_itself_nor_edits_the_environment(shared_data, tmp_path):
+  """A training run in the launcher's own process: an exit handler registered before it runs still fires (a re-exec
+  would have replaced the process), and the environment it ends with is the one it started with (XLA_FLAGS and
+  GLIBC_TUNABLES included, which the launcher used to edit)."""
+  del shared_data
+  wrapper = tmp_path / 'wrapper.py'
+  wrapper.write_text(
+      'import atexit, os, runpy, sys\n'
+      f'sys.path[0] = {str(train_helpers.REPO_ROOT)!r}  # As when launch.py runs itself.\n'
+      'before = dict(os.environ)\n'
+      # google-crc32c (under orbax) sets CRC32C_SW_MODE when it is imported: not the launcher's doing.
+      'changed = lambda: {k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k)} - '
+      '{"CRC32C_SW_MODE"}\n'
+      'atexit.register(lambda: print("SAME PROCESS, ENVIRONMENT " + ("UNCHANGED" if not changed() '
+      'else "CHANGED: " + repr(changed()))))\n'
+      f'sys.argv = [{str(train_helpers.REPO_ROOT / "launch.py")!r}] + sys.argv[1:]\n'
+      'runpy.run_path(sys.argv[0], run_name="__main__")\n')
+  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'GLIBC_TUNABLES')}
+  env['JAX_PLATFORMS'] = 'cpu'
+  result = subprocess.run(
+      [sys.executable, str(wrapper), '--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path / "w"}',
+       '--config.train.num_epochs=1', '--config.data.limit=128', '--config.eval.every_epochs=0'],
+      capture_output=True, text=True, timeout=600, cwd=train_helpers.REPO_ROOT, env=env, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'SAME PROCESS, ENVIRONMENT UNCHANGED' in result.stdout, result.stdout[-2000:]
+  assert json.loads((tmp_path / 'w' / 'summary.json').read_text())['devices'] == 1

@@ -10,7 +10,6 @@ import pytest
 from infodrop_jax import data
 from infodrop_jax.data import config as config_lib
 from infodrop_jax.data import download
-from infodrop_jax.data import sources
 
 
 @pytest.fixture
@@ -83,7 +82,7 @@ def test_a_failing_mirror_falls_back_to_the_next(shared_data, serve, isolated, t
 
 def test_offline_download_fails_fast_with_the_manual_steps(isolated, monkeypatch):
   reached = []
-  monkeypatch.setattr(sources, '_reachable', lambda host, port, timeout: reached.append((host, port)) or False)
+  monkeypatch.setattr(download, 'reachable', lambda host, port, timeout: reached.append((host, port)) or False)
   with pytest.raises(ConnectionError) as error:
     data.load(config_lib.get_config('cifar10', download=True))
   message = str(error.value)

@@ -13,6 +13,7 @@ import pytest
 from infodrop_jax import data
 from infodrop_jax.data import cache
 from infodrop_jax.data import config as config_lib
+from infodrop_jax.data import download
 from infodrop_jax.data import loader
 from infodrop_jax.data import sources
 
@@ -125,7 +126,7 @@ def test_occluders_inherit_the_data_dir_only_where_it_holds_mnist(tmp_path):
 
 @pytest.mark.parametrize('source', ['tfds', 'auto'])
 def test_download_without_network_fails_fast(tmp_path, monkeypatch, source):
-  monkeypatch.setattr(sources, '_reachable', lambda host, port, timeout: False)
+  monkeypatch.setattr(download, 'reachable', lambda host, port, timeout: False)
   monkeypatch.delenv('https_proxy', raising=False)
   monkeypatch.delenv('HTTPS_PROXY', raising=False)
   cfg = config_lib.get_config('mnist', source=source, data_dir=str(tmp_path / 'tfds'), download=True)
@@ -141,17 +142,17 @@ def test_reachability_check_is_bounded_and_local():
     closed.bind(('127.0.0.1', 0))
     port = closed.getsockname()[1]
     start = time.perf_counter()
-    assert not sources._reachable('127.0.0.1', port, 1.0)  # pylint: disable=protected-access
+    assert not download.reachable('127.0.0.1', port, 1.0)
     assert time.perf_counter() - start < 2
   with socket.socket() as server:
     server.bind(('127.0.0.1', 0))
     server.listen()
-    assert sources._reachable('127.0.0.1', server.getsockname()[1], 1.0)  # pylint: disable=protected-access
+    assert download.reachable('127.0.0.1', server.getsockname()[1], 1.0)
 
 
 def test_download_check_goes_through_the_https_proxy(monkeypatch):
   seen = []
-  monkeypatch.setattr(sources, '_reachable', lambda host, port, timeout: seen.append((host, port)) or True)
+  monkeypatch.setattr(download, 'reachable', lambda host, port, timeout: seen.append((host, port)) or True)
   monkeypatch.setenv('https_proxy', 'http://proxy.example:3128')
   sources.check_download_possible('mnist')
   assert seen == [('proxy.example', 3128)]

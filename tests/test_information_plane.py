@@ -16,6 +16,7 @@ from infodrop_jax import models
 from infodrop_jax import optim
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax import train
+from infodrop_jax.analysis import plane_figures
 
 STEPS_PER_EPOCH = 6  # 96 generated training examples, batch 16.
 
@@ -115,20 +116,20 @@ def test_noisy_layers_chooses_which_layers_sow_kl():
       kl_layers(noisy_layers=bad)
   config = _config().model
   config.name = 'all_cnn_32'
-  with pytest.raises(ValueError, match=r"config\.model\.noisy_layers=\(2,\) applies to model 'mlp' only"):
+  with pytest.raises(ValueError, match=r"config\.model\.noisy_layers = \(2,\): expected \(\) \(it applies to model 'mlp' only"):
     models.create_model(config, 3)
 
 
 def test_plots_and_analysis_write_their_files(runs, tmp_path):
   _, on = runs
   records = information_plane.load_records(str(on))
-  path = information_plane.plot_information_plane(records, str(tmp_path / 'plane.png'))
+  path = plane_figures.plot_information_plane(records, str(tmp_path / 'plane.png'))
   assert os.path.getsize(path) > 1000
   gaussian = [dict(r, method='gaussian') for r in records]
-  path = information_plane.plot_method_overlay({'information': records, 'gaussian': gaussian},
-                                               str(tmp_path / 'overlay.png'))
+  path = plane_figures.plot_method_overlay({'information': records, 'gaussian': gaussian},
+                                           str(tmp_path / 'overlay.png'))
   assert os.path.getsize(path) > 1000
-  summary = information_plane.analyze_information_plane(str(on), str(tmp_path / 'analysis'))
+  summary = plane_figures.analyze_information_plane(str(on), str(tmp_path / 'analysis'))
   assert os.path.getsize(tmp_path / 'analysis' / 'information_plane.png') > 1000
   arrays = np.load(tmp_path / 'analysis' / 'information_plane.npz')
   np.testing.assert_array_equal(arrays['step'], [0, 12, 18])
@@ -142,7 +143,7 @@ def test_plots_and_analysis_write_their_files(runs, tmp_path):
 def test_binary_dropout_is_recorded_as_null_with_the_reason(tmp_path):
   config = _config()
   config.model.dropout = 'binary'
-  run = train._Run(config, str(tmp_path), model=None, splits=train_helpers.tiny_splits())
+  run = train.Run(config, str(tmp_path), model=None, splits=train_helpers.tiny_splits())
   hook = information_plane.capture_hook(config)
   hook.prepare(run)
   scalars = hook(run, run.initial_state(), 0)

@@ -1,5 +1,7 @@
 """Noise layers: sampled statistics, deterministic mode, gradients, transformations, dtypes and bad input."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -336,6 +338,7 @@ def test_method_none_needs_no_deterministic_flag(layer_cls, shape):
     (layers.InformationDropoutConv, (3, 8, 8, 4), dict(strides=1, padding='VALID', prior='log_normal',
                                                        activation='softplus')),
     (layers.InformationDropoutConv, (3, 10, 5), dict(kernel_size=3, strides=2)),
+    (layers.InformationDropoutConv, (2, 6, 6, 3), dict(padding='CIRCULAR')),
     (layers.InformationDropoutDense, (5, 7), dict()),
 ])
 def test_fused_alpha_projection_matches_two_projections(layer_cls, shape, kwargs):
@@ -369,7 +372,20 @@ def test_fused_alpha_leaves_other_methods_alone():
   assert set(variables['params']) == {'signal'}
 
 
-def test_fused_alpha_rejects_padding_it_cannot_reproduce():
-  layer = layers.InformationDropoutConv(4, padding='CIRCULAR', fuse_alpha=True)
-  with pytest.raises(ValueError, match='fuse_alpha supports padding'):
-    layer.init({'params': KEY, 'noise': KEY}, jnp.ones((2, 8, 8, 3)), deterministic=False)
+@pytest.mark.parametrize('fuse_alpha', [False, True])
+def test_the_projections_go_through_the_injected_conv(fuse_alpha):
+  """A conv injected as `conv` computes every projection of the layer, the fused one included (as one conv of
+  twice the features)."""
+  calls = []
+
+  def conv_general_dilated(lhs, rhs, *args, **kwargs):
+    calls.append(rhs.shape)
+    return jax.lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+
+  conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+  x = jnp.ones((2, 8, 8, 3))
+  layer = layers.InformationDropoutConv(4, conv=conv, fuse_alpha=fuse_alpha)
+  variables = layer.init({'params': KEY, 'noise': KEY}, x, deterministic=True)
+  calls.clear()
+  layer.apply(variables, x, deterministic=True)
+  assert calls == ([(3, 3, 3, 8)] if fuse_alpha else [(3, 3, 3, 4), (3, 3, 3, 4)])

@@ -109,11 +109,11 @@ def test_bfloat16_model():
 
 
 @pytest.mark.parametrize('overrides,match', [
-    (dict(name='resnet'), r"config.model.name='resnet' is not one of 'all_cnn_32', 'all_cnn_96', 'mlp'"),
-    (dict(dropout='spatial'), r"config.model.dropout='spatial' is not one of 'information'"),
-    (dict(activation='gelu'), r"config.model.activation='gelu'"),
-    (dict(dtype='float16'), r"config.model.dtype='float16' is not one of 'float32', 'bfloat16'"),
-    (dict(filter_percentage=0.0), r'filter_percentage must be in \(0, 1\]'),
+    (dict(name='resnet'), r"config.model.name = 'resnet': expected one of \('all_cnn_32', 'all_cnn_96', 'mlp'\)"),
+    (dict(dropout='spatial'), r"config.model.dropout = 'spatial': expected one of \('information'"),
+    (dict(activation='gelu'), r"config.model.activation = 'gelu': expected one of \('relu', 'softplus'\)"),
+    (dict(dtype='float16'), r"config.model.dtype = 'float16': expected one of \('float32', 'bfloat16'\)"),
+    (dict(filter_percentage=0.0), r'config.model.filter_percentage = 0.0: expected a float in \(0, 1\]'),
 ])
 def test_bad_model_config(overrides, match):
   with pytest.raises(ValueError, match=match):

@@ -20,3 +20,22 @@ def test_layer_example_trains_with_kl_in_the_loss():
   first = float(namespace['loss_fn'](namespace['model'].init(
       namespace['jax'].random.key(1), namespace['x'], deterministic=True)['params'], namespace['jax'].random.key(9)))
   assert float(namespace['loss']) < first  # five Adam steps on one batch lower the loss
+
+
+def test_parts_example_runs_and_its_batch_norm_syncs_under_pmap():
+  (layer_example,) = [block for block in _python_blocks() if 'class MyNet' in block]
+  (parts_example,) = [block for block in _python_blocks() if "axis_name='batch'" in block]
+  namespace = {}
+  exec(compile(layer_example + parts_example, str(README), 'exec'), namespace)  # pylint: disable=exec-used
+  jax, jnp, layer = namespace['jax'], namespace['jnp'], namespace['layer']
+  assert namespace['model'].axis_name == 'batch'
+  x = jax.random.normal(jax.random.key(0), (jax.local_device_count(), 2, 4, 4, 3))
+  variables = layer.init({'params': jax.random.key(1)}, x[0], deterministic=True, use_running_average=False)
+  apply = lambda x: layer.apply(variables, x, deterministic=True, use_running_average=False,
+                                mutable=['batch_stats', 'kl'])[1]['batch_stats']['bn']['mean']
+  means = jax.pmap(apply, axis_name='batch')(x)
+  # Every device holds the statistics of the whole batch: the same as one device normalising all of it.
+  whole = layer.clone(norm=namespace['nn'].BatchNorm).apply(
+      variables, x.reshape(-1, 4, 4, 3), deterministic=True, use_running_average=False,
+      mutable=['batch_stats', 'kl'])[1]['batch_stats']['bn']['mean']
+  np.testing.assert_allclose(means, jnp.broadcast_to(whole, means.shape), rtol=1e-5, atol=1e-6)

@@ -9,6 +9,7 @@ import pytest
 
 import train_helpers
 from infodrop_jax import sweep
+from infodrop_jax.analysis import sweep_figures
 
 LAUNCH = str(train_helpers.REPO_ROOT / 'launch.py')
 SMOKE = 'configs/sweeps/fig3a_mnist.py:smoke'
@@ -89,7 +90,7 @@ def test_presets_have_cpu_and_smoke_variants(name):
     # A reader of the figure gets a readable x axis, a caption, and a label for every plotted metric.
     assert config.report.x_label and config.report.caption
     for metric in config.report.metrics:
-      assert sweep._metric_label(str(metric)) != str(metric), metric
+      assert sweep_figures.metric_label(str(metric)) != str(metric), metric
   assert sizes[''] >= sizes['cpu'] >= sizes['smoke'] >= 2
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import train_helpers
 from infodrop_jax import checkpoint as checkpoint_lib
-from infodrop_jax import convolution
+from infodrop_jax.cpu import convolution
 from infodrop_jax import optim
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax import train
@@ -126,19 +126,36 @@ def _two_steps(mode, devices, model):
 
 
 def test_jit_pmap_and_one_device_agree_with_noise_off():
-  # Without BatchNorm all three see the same function of the global batch. With BatchNorm, 'jit' normalises with
-  # global-batch statistics on any device count, while 'pmap' normalises each device's slice by its own (the
-  # models do not sync BatchNorm), so only jit-8 vs jit-1 is compared there.
-  cases = {'plain': train_helpers.TinyNoisyNet(noise=False, batch_norm=False),
-           'bn': train_helpers.TinyNoisyNet(noise=False)}
-  for name, model in cases.items():
-    reference_loss, reference_params = _two_steps('jit', jax.devices()[:1], model)
-    runs = [('jit', jax.devices())] + ([('pmap', jax.devices())] if name == 'plain' else [])
-    for mode, devices in runs:
-      loss, params = _two_steps(mode, devices, model)
-      np.testing.assert_allclose(loss, reference_loss, rtol=1e-5, err_msg=f'{name} {mode}')
-      for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f'{name} {mode}')
+  """Without BatchNorm every mode sees the same function of the global batch."""
+  model = train_helpers.TinyNoisyNet(noise=False, batch_norm=False)
+  reference_loss, reference_params = _two_steps('jit', jax.devices()[:1], model)
+  for mode in ('jit', 'pmap'):
+    loss, params = _two_steps(mode, jax.devices(), model)
+    np.testing.assert_allclose(loss, reference_loss, rtol=1e-5, err_msg=mode)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=mode)
+
+
+def test_batch_norm_makes_one_model_on_any_device_count(tmp_path):
+  """All-CNN with BatchNorm and the noise off, built by the trainer: pmap on 8 devices (BatchNorm averages its
+  statistics across them), jit on 8 and one device give the same losses and parameters to float rounding. Plain
+  Flax here; the CPU speed-ups' BatchNorm averages across devices as nn.BatchNorm does
+  (tests/test_cpu_batch_norm.py)."""
+  config = train_helpers.tiny_config(cpu_speedups='off')
+  config.model.update(name='all_cnn_32', dropout='none', input_dropout_rate=0.0, filter_percentage=0.05)
+  config.model.hidden_sizes = (512, 128, 32)
+  splits = train_helpers.tiny_splits()
+  built = {}
+  for mode in ('jit', 'pmap'):
+    config.train.parallel = mode
+    built[mode] = train.Run(config, str(tmp_path / mode), splits=splits).model
+  assert built['pmap'].axis_name == parallel_lib.AXIS and built['jit'].axis_name is None
+  reference_loss, reference_params = _two_steps('jit', jax.devices()[:1], built['jit'])
+  for mode in ('jit', 'pmap'):
+    loss, params = _two_steps(mode, jax.devices(), built[mode])
+    np.testing.assert_allclose(loss, reference_loss, rtol=2e-5, err_msg=mode)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6, err_msg=mode)
 
 
 def test_pmap_mode_trains_and_checkpoints(tmp_path):
@@ -267,7 +284,7 @@ def test_stochastic_binarisation_reaches_the_model_fresh_each_step(tmp_path):
   """preprocess='binarize_stochastic' keeps the data in [0, 1] on device; every step must see binary pixels."""
   config = train_helpers.tiny_config()
   config.data.preprocess = 'binarize_stochastic'
-  run = train._Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
+  run = train.Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
   order = run.train_data.order(0)
   batch = run.train_data.gather_train_batch(run.train_data.arrays, order, 0)
   assert 0 < float(jnp.mean(batch['images'])) < 1 and len(np.unique(np.asarray(batch['images']))) > 2
@@ -277,7 +294,7 @@ def test_stochastic_binarisation_reaches_the_model_fresh_each_step(tmp_path):
   # Bernoulli(p) pixels: the batch mean of 1024 draws is within 5 sd (sd <= 0.016) of the mean of p.
   np.testing.assert_allclose(float(jnp.mean(first["images"])), float(jnp.mean(batch["images"])), atol=0.08)
   config.data.preprocess = 'none'
-  plain = train._Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
+  plain = train.Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
   assert plain.model_inputs(batch, run.keys['binarize']) is batch
 
 
@@ -301,17 +318,18 @@ def test_a_one_step_chunk_has_only_canonical_convolutions(tmp_path):
   (even a scan of length 1) the gradient convolutions fall back to a naive loop nest, ~35x slower. The host-driven
   CPU loops (`host_loops`) rely on the one-step chunk having no loop around the step."""
   config = train_helpers.tiny_config()
-  run = train._Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
+  run = train.Run(config, str(tmp_path), model=train_helpers.TinyNoisyNet(), splits=train_helpers.tiny_splits())
   state = run.parallel.to_device_layout(run.initial_state())
   text = run._chunk_fn(1).lower(state, run.train_data.arrays, run.train_data.order(0)).compile().as_text()
   assert _convolution_forms(text) == {'b01f_01io->b01f'}
 
 
 def _one_device(monkeypatch):
-  """`_Run` on the first CPU device only, as a one-device process would have it."""
+  """`Run` on the first CPU device only, as a one-device process would have it."""
   create = parallel_lib.Parallel.create
   monkeypatch.setattr(parallel_lib.Parallel, 'create',
-                      classmethod(lambda cls, mode='jit', devices=None: create(mode, jax.devices()[:1])))
+                      classmethod(lambda cls, mode='jit', devices=None, compiler_options=None: create(
+                          mode, jax.devices()[:1], compiler_options)))
 
 
 class _OurConvNet(nn.Module):
@@ -327,13 +345,13 @@ class _OurConvNet(nn.Module):
 def test_one_cpu_device_compiles_its_loops_unless_a_convolution_would_be_slow_there(tmp_path, monkeypatch):
   _one_device(monkeypatch)
   config = train_helpers.tiny_config()
-  plain = train._Run(config, str(tmp_path / 'plain'), model=train_helpers.TinyNoisyNet(),
+  plain = train.Run(config, str(tmp_path / 'plain'), model=train_helpers.TinyNoisyNet(),
                      splits=train_helpers.tiny_splits())
   assert plain.parallel.num_devices == 1
   assert len(plain.loop_unsafe_convolutions()) == 2  # The weight gradients of nn.Conv's two convolutions.
   assert plain.host_loops
   for name, model in (('ours', _OurConvNet()), ('mlp', None)):
-    run = train._Run(config, str(tmp_path / name), model=model, splits=train_helpers.tiny_splits())
+    run = train.Run(config, str(tmp_path / name), model=model, splits=train_helpers.tiny_splits())
     assert not run.loop_unsafe_convolutions() and not run.host_loops, name
 
 
@@ -344,7 +362,7 @@ def test_host_driven_loops_match_the_compiled_loops(tmp_path, monkeypatch):
   config = train_helpers.tiny_config()
   summaries = {}
   for host_loops in (True, False):
-    monkeypatch.setattr(train._Run, 'host_loops', property(lambda self, value=host_loops: value))
+    monkeypatch.setattr(train.Run, 'host_loops', property(lambda self, value=host_loops: value))
     summaries[host_loops] = train.train_and_evaluate(config, str(tmp_path / str(host_loops)),
                                                      model=train_helpers.TinyNoisyNet(),
                                                      splits=train_helpers.tiny_splits())
@@ -363,7 +381,7 @@ class _NoKLNet(nn.Module):
 
 def test_a_one_step_chunk_stacks_every_metric_even_constant_ones(tmp_path):
   config = train_helpers.tiny_config()
-  run = train._Run(config, str(tmp_path), model=_NoKLNet(), splits=train_helpers.tiny_splits())
+  run = train.Run(config, str(tmp_path), model=_NoKLNet(), splits=train_helpers.tiny_splits())
   state = run.parallel.to_device_layout(run.initial_state())
   _, metrics = run._chunk_fn(1)(state, run.train_data.arrays, run.train_data.order(0))
   assert metrics['beta_lz'].shape == (1,) and metrics['loss'].shape == (1,)

@@ -9,12 +9,13 @@ import pytest
 
 import train_helpers  # noqa: F401  (puts the repo root on sys.path for `configs`)
 from configs import vae_fmnist, vae_mnist
-from infodrop_jax import convolution
 from infodrop_jax import echo
 from infodrop_jax import kl
 from infodrop_jax import tasks
 from infodrop_jax import train
 from infodrop_jax import vae
+from infodrop_jax.analysis import vae as vae_analysis
+from infodrop_jax.cpu import convolution
 
 KEY = jax.random.key(0)
 X = (jax.random.uniform(jax.random.key(1), (16, 28, 28, 1)) > 0.6).astype(jnp.float32)
@@ -94,9 +95,10 @@ def test_shapes_of_reconstructions_samples_and_both_architectures():
 
 
 def test_the_conv_vae_step_is_loop_safe_on_cpu():
-  """Its transposed convolutions (convolution.ConvTranspose) and all gradients are in XLA:CPU's fast form, so a
-  one-device CPU run compiles its loops (train._Run.host_loops). Lowered only: no compile."""
-  conv = vae.VAE((28, 28, 1), latent='gaussian', architecture='conv', latent_size=4)
+  """With the CPU speed-ups' convolutions (cpu.convolution.Conv, ConvTranspose) its gradients are in XLA:CPU's fast
+  form, so a one-device CPU run compiles its loops (train.Run.host_loops). Lowered only: no compile."""
+  conv = vae.VAE((28, 28, 1), latent='gaussian', architecture='conv', latent_size=4, conv=convolution.Conv,
+                 conv_transpose=convolution.ConvTranspose)
   variables = jax.eval_shape(lambda: _init(conv))
 
   def loss(params):
@@ -190,7 +192,7 @@ def test_unknown_latent_kind_is_a_clear_error_before_compile(tmp_path):
                                        r"'echo'\)"):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
-  assert isinstance(tasks.create_task(vae_mnist.get_config()), vae.VAETask)
+  assert isinstance(tasks.create_task(vae_mnist.get_config()), tasks.VAETask)
 
 
 @pytest.mark.parametrize('module', [vae_mnist, vae_fmnist])
@@ -234,7 +236,8 @@ def test_a_tiny_run_lowers_the_neg_elbo_and_writes_the_summary(trained_echo_work
 def test_analyze_vae_writes_its_files(trained_echo_workdir, tmp_path):
   config, workdir, summary = trained_echo_workdir
   out_dir = str(tmp_path / 'analysis')
-  results = vae.analyze_vae(config, workdir, out_dir)
+  with train.restore(workdir) as restored:
+    results = vae_analysis.analyze_vae(restored, out_dir)
   for name in ('reconstructions', 'samples', 'latent_2d'):
     assert os.path.getsize(os.path.join(out_dir, f'{name}.png')) > 1000
     assert os.path.exists(os.path.join(out_dir, f'{name}.npz'))
@@ -246,6 +249,6 @@ def test_analyze_vae_writes_its_files(trained_echo_workdir, tmp_path):
   assert latent['z_noisy'].shape == (len(latent['labels']), 2)
   point = {'beta': results['beta'], 'rate': results['test/rate'], 'distortion': results['test/distortion'],
            'latent': results['latent']}
-  vae.plot_rate_distortion([point, {'beta': 0.5, 'rate': 3.0, 'distortion': 180.0, 'latent': 'gaussian'}],
-                           str(tmp_path / 'rd.png'))
+  vae_analysis.plot_rate_distortion([point, {'beta': 0.5, 'rate': 3.0, 'distortion': 180.0, 'latent': 'gaussian'}],
+                                    str(tmp_path / 'rd.png'))
   assert os.path.getsize(tmp_path / 'rd.png') > 1000 and os.path.exists(tmp_path / 'rd.npz')

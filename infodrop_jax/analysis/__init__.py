@@ -8,11 +8,11 @@ See `runner` for what each analysis computes, `stats` for the array-level functi
 from infodrop_jax.analysis.config import ANALYSES
 from infodrop_jax.analysis.config import get_config
 
-__all__ = ['ANALYSES', 'AnalysisError', 'analyze', 'get_config', 'load_workdir_config']
+__all__ = ['ANALYSES', 'AnalysisError', 'analyze', 'get_config']
 
 
 def __getattr__(name):
-  if name in ('AnalysisError', 'analyze', 'load_workdir_config'):
+  if name in ('AnalysisError', 'analyze'):
     from infodrop_jax.analysis import runner  # pylint: disable=g-import-not-at-top
     return getattr(runner, name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -31,79 +31,24 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from infodrop_jax import config_diff
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import layers
 from infodrop_jax import tasks
+from infodrop_jax import train
 from infodrop_jax.analysis import config as analysis_config
 from infodrop_jax.analysis import figures
+from infodrop_jax.analysis import plane_figures
 from infodrop_jax.analysis import stats
+from infodrop_jax.analysis import vae as vae_analysis
 from infodrop_jax.data import preprocess
 
-CONFIG_FILE = 'config.json'
 # Floor of z in log z where a unit is exactly 0 (ReLU, binary dropout): the layers' own floor for log f.
 LOG_Z_FLOOR = 1e-4
 LOG_Z_RANGE = (-10.0, 6.0)
-# A --config given with --mode=analyze may differ from config.json where a resumed run may (nothing that changes
-# the trained weights), and in how the data is laid out over devices.
-_FREE_FIELDS = config_diff.RESUME_FREE_FIELDS + ('train.data_placement',)
-_REQUIRED_SECTIONS = ('seed', 'data', 'model', 'loss', 'optim', 'train', 'eval')
 
 
 class AnalysisError(ValueError):
   """A workdir or option the analysis cannot use; the message says what was expected."""
-
-
-# --- the workdir -------------------------------------------------------------------------------------------------
-
-
-def load_workdir_config(workdir: str, given: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-  """The run's config from `W/config.json`; a `given` config (from --config) must agree with it.
-
-  Raises:
-    AnalysisError: no workdir or config.json, a config.json that is not an infodrop-jax experiment, or a given
-      config that differs from it in a field that matters (the message lists them).
-  """
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isdir(workdir):
-    raise AnalysisError(f'--workdir {workdir!r} does not exist; give the directory of a training run.')
-  if not os.path.isfile(path):
-    raise AnalysisError(f'{path} not found: --workdir must be a training run\'s directory (training writes '
-                        f'{CONFIG_FILE} when it starts).')
-  try:
-    with open(path, encoding='utf-8') as f:
-      saved = json.load(f)
-  except (OSError, ValueError) as e:
-    raise AnalysisError(f'{path} is not readable JSON ({e}); it should be the config the run was trained with.') from e
-  missing = [s for s in _REQUIRED_SECTIONS if not isinstance(saved, dict) or s not in saved]
-  if missing:
-    raise AnalysisError(f'{path} is not an infodrop-jax experiment config: it lacks {", ".join(missing)}.')
-  if given is not None:
-    differ = config_diff.differences(given, saved, free=_FREE_FIELDS)
-    if differ:
-      raise AnalysisError(f'--config does not match the run in {workdir} ({len(differ)} field(s) differ: '
-                          f'{config_diff.describe(differ, ours="--config", theirs="run")}). Omit --config to analyse '
-                          f'the run with the config it was trained with.')
-    return given
-  config = ml_collections.ConfigDict(saved)
-  return config
-
-
-def _restore(config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None, splits: Any | None):
-  from infodrop_jax import train  # pylint: disable=g-import-not-at-top  (train imports this package lazily)
-  try:
-    run = train._Run(config, workdir, model=model, splits=splits, read_only=True)  # pylint: disable=protected-access
-  except KeyError as e:
-    raise AnalysisError(f'{os.path.join(workdir, CONFIG_FILE)} is missing field {e}; it is not a config this '
-                        f'version of infodrop-jax can run.') from e
-  if run.checkpointer.latest_step() is None:
-    run.checkpointer.close()
-    raise AnalysisError(f'no checkpoint in {run.checkpointer.directory}: train the run first (or wait for its first '
-                        f'checkpoint).')
-  template = train.create_train_state(run.model, run.tx, run.splits.train.images[:1].astype(np.float32), run.keys,
-                                      run.parallel)
-  state = run.checkpointer.restore(template)
-  return run, run.parallel.to_device_layout(state)
 
 
 # --- forward passes ----------------------------------------------------------------------------------------------
@@ -230,13 +175,13 @@ def analyze_classifier(config: ml_collections.ConfigDict, workdir: str, options:
   _check_options(options)
   progress = _Progress(log)
   progress('loading the data and the latest checkpoint')
-  run, state = _restore(config, workdir, model=model, splits=splits)
+  restored = _restore(workdir, config, model=model, splits=splits)
+  run, state, step = restored.run, restored.state, restored.step
   out_dir = os.path.join(workdir, options.output_subdir)
-  try:
-    step = int(np.asarray(jax.device_get(run.parallel.first_step_replica(state.step))))
+  with restored:
     os.makedirs(out_dir, exist_ok=True)
     progress(f'checkpoint step {step}; re-estimating BatchNorm statistics and reading the test results')
-    variables = _np_tree(run.evaluation_variables(state))
+    variables = _np_tree(restored.variables())
     test = _test_results(run, state, workdir, step)
     forward = _Forward(run, variables)
     result: dict[str, Any] = {'workdir': os.path.abspath(workdir), 'checkpoint_step': step,
@@ -267,8 +212,14 @@ def analyze_classifier(config: ml_collections.ConfigDict, workdir: str, options:
       json.dump(_json_ready(result), f, indent=2, sort_keys=True)
     progress(f'wrote {len(result["files"])} files and analysis.json to {out_dir}')
     return result
-  finally:
-    run.checkpointer.close()
+
+
+def _restore(workdir: str, config: ml_collections.ConfigDict, **kwargs: Any) -> train.RestoredRun:
+  """`train.restore`, its workdir problems reported as AnalysisError."""
+  try:
+    return train.restore(workdir, config, **kwargs)
+  except (train.WorkdirError, FileNotFoundError) as e:
+    raise AnalysisError(str(e)) from e
 
 
 class _Context:
@@ -507,9 +458,8 @@ class _Context:
                    title=_title(self.config, self.test, 'Training curves'))
 
   def information_plane(self) -> None:
-    from infodrop_jax import information_plane  # pylint: disable=g-import-not-at-top
     self.progress('information plane: plotting W/information_plane.jsonl')
-    self.result['information_plane'] = information_plane.analyze_information_plane(self.run.workdir, self.out_dir)
+    self.result['information_plane'] = plane_figures.analyze_information_plane(self.run.workdir, self.out_dir)
     self.result['files'].extend(['information_plane.png', 'information_plane.npz'])
 
 
@@ -531,7 +481,10 @@ def analyze(workdir: str, config: ml_collections.ConfigDict | None = None,
   Raises:
     AnalysisError: an unusable workdir or option, or a requested analysis that does not apply.
   """
-  config = load_workdir_config(workdir, config)
+  try:
+    config = train.load_config(workdir, config)
+  except train.WorkdirError as e:
+    raise AnalysisError(str(e)) from e
   options = options if options is not None else analysis_config.get_config()
   name = tasks.task_name(config)
   analyzer = ANALYZERS.get(name)
@@ -541,12 +494,11 @@ def analyze(workdir: str, config: ml_collections.ConfigDict | None = None,
 
 
 def _analyze_vae(config, workdir, options, *, model=None, splits=None, log=print):
-  from infodrop_jax import vae  # pylint: disable=g-import-not-at-top
-  del model, splits
   out_dir = os.path.join(workdir, options.output_subdir)
   os.makedirs(out_dir, exist_ok=True)
   log(f'[analyze] VAE analysis of {workdir}')
-  result = vae.analyze_vae(config, workdir, out_dir)
+  with _restore(workdir, config, model=model, splits=splits) as restored:
+    result = vae_analysis.analyze_vae(restored, out_dir)
   with open(os.path.join(out_dir, 'analysis.json'), 'w', encoding='utf-8') as f:
     json.dump(_json_ready(result), f, indent=2, sort_keys=True)
   return result

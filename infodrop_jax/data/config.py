@@ -13,13 +13,13 @@ Environment variables:
 """
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 from typing import Any
 
 import ml_collections
-import numpy as np
+
+from infodrop_jax import config_checks
 
 DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'cluttered_mnist', 'occluded_cifar10')
 SOURCES = ('auto', 'tfds', 'idx', 'cifar_archive', 'image_folder', 'npz')
@@ -138,32 +138,21 @@ def _apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any
       config[key] = value
 
 
-def _is_int(value: Any) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-  return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-          and math.isfinite(value))
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first invalid field of a data config."""
-  def check(cond: bool, field: str, expected: str) -> None:
-    if not cond:
-      raise ValueError(f'config.data.{field} = {config.get(field)!r}: expected {expected}.')
+  check = config_checks.checker(config, 'data')
 
   check(config.name in DATASETS, 'name', f'one of {DATASETS}')
   check(config.source in SOURCES, 'source', f'one of {SOURCES}')
   check(config.preprocess in PREPROCESSINGS, 'preprocess', f'one of {PREPROCESSINGS}')
-  check(_is_int(config.valid_size) and config.valid_size >= 0, 'valid_size', 'a non-negative int')
-  check(_is_int(config.limit) and config.limit >= 0, 'limit', 'a non-negative int (0 = all)')
-  check(_is_real(config.zca_epsilon) and config.zca_epsilon >= 0, 'zca_epsilon', 'a finite float >= 0')
+  check(config_checks.is_int(config.valid_size) and config.valid_size >= 0, 'valid_size', 'a non-negative int')
+  check(config_checks.is_int(config.limit) and config.limit >= 0, 'limit', 'a non-negative int (0 = all)')
+  check(config_checks.is_finite_real(config.zca_epsilon) and config.zca_epsilon >= 0, 'zca_epsilon', 'a finite float >= 0')
   # Fields a config saved by an older version may lack are checked where present.
   if 'seed' in config:
-    check(_is_int(config.seed) and 0 <= config.seed < 2**32, 'seed', 'an int in [0, 2**32)')
+    check(config_checks.is_int(config.seed) and 0 <= config.seed < 2**32, 'seed', 'an int in [0, 2**32)')
   if 'gcn_min_std' in config:
-    check(_is_real(config.gcn_min_std) and config.gcn_min_std > 0, 'gcn_min_std',
+    check(config_checks.is_finite_real(config.gcn_min_std) and config.gcn_min_std > 0, 'gcn_min_std',
           'a finite float > 0 (a per-image std below it is replaced by 1)')
   for field in ('download', 'verify_counts'):
     if field in config:

@@ -17,7 +17,9 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -183,6 +185,24 @@ def _fetch_file(url: str, remote: RemoteFile, destination: pathlib.Path, progres
       tmp.unlink()
 
 
+def reachable(host: str, port: int, timeout: float) -> bool:
+  """Whether a TCP connection to host:port opens within `timeout` seconds (name lookup included)."""
+  result = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      result.append(True)
+    except OSError:
+      result.append(False)
+
+  # getaddrinfo ignores socket timeouts; a thread bounds the name lookup too.
+  thread = threading.Thread(target=connect, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(result and result[0])
+
+
 def fetch(name: str, directory: str | os.PathLike[str] | None = None, *,
           base_urls: tuple[str, ...] | list[str] | None = None, progress: bool = True) -> pathlib.Path:
   """Downloads the original files of `name` that `directory` (default `download_root()/name`) lacks; returns it.
@@ -191,8 +211,6 @@ def fetch(name: str, directory: str | os.PathLike[str] | None = None, *,
     ConnectionError: no mirror can be reached (checked within seconds), or every mirror failed to deliver a file.
     ChecksumError (a ValueError): every mirror that answered served a file that is not the published one.
   """
-  from infodrop_jax.data import sources  # pylint: disable=g-import-not-at-top  (sources imports this module)
-
   if name not in FILES:
     raise ValueError(f'no original files to download for {name!r}; downloadable: {tuple(FILES)}.')
   directory = pathlib.Path(directory) if directory is not None else download_root() / name
@@ -201,7 +219,7 @@ def fetch(name: str, directory: str | os.PathLike[str] | None = None, *,
   if not todo:
     return directory
   targets = _targets(urls)
-  if not any(sources._reachable(host, port, CONNECT_TIMEOUT_S) for host, port in targets):  # pylint: disable=protected-access
+  if not any(reachable(host, port, CONNECT_TIMEOUT_S) for host, port in targets):
     where = ', '.join(f'{host}:{port}' for host, port in targets)
     raise ConnectionError(
         f'config.data.download=True, but the download servers of {name!r} cannot be reached ({where}, '

@@ -20,9 +20,7 @@ import io
 import os
 import pathlib
 import pickle
-import socket
 import tarfile
-import threading
 from typing import Callable
 import urllib.parse
 import urllib.request
@@ -322,24 +320,6 @@ DOWNLOAD_CHECK_HOSTS = (('storage.googleapis.com', 443),)
 DOWNLOAD_CHECK_TIMEOUT_S = 5.0
 
 
-def _reachable(host: str, port: int, timeout: float) -> bool:
-  """Whether a TCP connection to host:port opens within `timeout` seconds (name lookup included)."""
-  result = []
-
-  def connect():
-    try:
-      socket.create_connection((host, port), timeout=timeout).close()
-      result.append(True)
-    except OSError:
-      result.append(False)
-
-  # getaddrinfo ignores socket timeouts; a thread bounds the name lookup too.
-  thread = threading.Thread(target=connect, daemon=True)
-  thread.start()
-  thread.join(timeout)
-  return bool(result and result[0])
-
-
 def check_download_possible(name: str) -> None:
   """Raises ConnectionError quickly when a TFDS download of `name` cannot reach the network.
 
@@ -351,7 +331,7 @@ def check_download_possible(name: str) -> None:
     targets = ((parsed.hostname, parsed.port or 80),)
   else:
     targets = DOWNLOAD_CHECK_HOSTS
-  if any(_reachable(host, port, DOWNLOAD_CHECK_TIMEOUT_S) for host, port in targets):
+  if any(download.reachable(host, port, DOWNLOAD_CHECK_TIMEOUT_S) for host, port in targets):
     return
   where = ', '.join(f'{host}:{port}' for host, port in targets)
   raise ConnectionError(

@@ -1,4 +1,4 @@
-"""Tests of the information-plane estimators (infodrop_jax.information)."""
+"""Tests of the information-plane estimators (infodrop_jax.mutual_information)."""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from infodrop_jax import echo
-from infodrop_jax import information as info
+from infodrop_jax import mutual_information as info
 
 
 @pytest.fixture

@@ -1,17 +1,17 @@
-"""Process-wide settings that make XLA:CPU training faster; `launch.py` applies them before JAX starts.
+"""CPU speed-ups of the whole process, both opt-in: nothing here runs unless asked for.
 
 Both are measured in benchmarks/RESULTS.md (2-core Xeon VM, All-CNN-32 + information dropout, the trainer's loop):
 
-* **Huge pages for malloc** (`reexec_with_huge_pages`: `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, glibc ≥ 2.35).
-  XLA:CPU allocates a step's temporaries afresh on every call (136 MB at 25 % filters). With 4 KiB pages that is
-  33,000 page faults a step, and the transposes' strided reads miss the TLB. With transparent huge pages the step
-  is 5–15 % faster. The kernel must allow huge pages on request (`/sys/kernel/mm/transparent_hugepage/enabled`
-  set to `madvise`). With `always` they are already used and with `never` they cannot be, so nothing is done.
-  glibc reads its tunables only when a process starts, so the launcher re-executes itself once with the tunable
-  added. Any `glibc.malloc.hugetlb` already in `GLIBC_TUNABLES` is left alone: set `glibc.malloc.hugetlb=0` to
-  opt out.
-* **Two XLA CPU devices for All-CNN-32** (`use_host_devices`: `--xla_force_host_platform_device_count`). The
-  trainer then splits each batch over them ('jit' mode). Each device runs its half of the step on its own thread,
+* **Huge pages for malloc**: start Python with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in the environment (glibc ≥
+  2.35; the README shows the command). XLA:CPU allocates a step's temporaries afresh on every call (136 MB at 25 %
+  filters). With 4 KiB pages that is 33,000 page faults a step, and the transposes' strided reads miss the TLB.
+  With transparent huge pages the step is 5–15 % faster. The kernel must allow huge pages on request
+  (`/sys/kernel/mm/transparent_hugepage/enabled` set to `madvise`; with `always` they are already used). glibc
+  reads its tunables only when a process starts, so this is the user's environment to set: the launcher neither
+  restarts itself nor edits it.
+* **Several XLA CPU devices** (`launch.py --host_devices=2`: `use_host_devices` adds
+  `--xla_force_host_platform_device_count` to XLA_FLAGS before JAX starts; off by default, since it changes the
+  float rounding of a run). The trainer then splits each batch over them ('jit' mode). Each device runs its half of the step on its own thread,
   so the many small pieces of a step that XLA runs on one core overlap with the other half's.
   - All-CNN-32 at 25 % filters: 13–18 % faster.
   - All-CNN-32 at 100 % and All-CNN-96 at 48×48: 0–8 % faster. The convolutions are already multi-threaded
@@ -24,7 +24,7 @@ Both are measured in benchmarks/RESULTS.md (2-core Xeon VM, All-CNN-32 + informa
     measured) keep one device too.
   - The math is the same SPMD program: BatchNorm statistics over the whole batch, noise independent of the split
     (`train` module docstring). Only float sums may round differently.
-  `host_devices` chooses the count.
+  `host_devices` chooses the count ('auto': 2 where the split was measured to help, else 1).
 
 Neither setting touches a GPU or TPU run. Huge pages are host memory only, and the forced CPU device count leaves
 the accelerator the default backend.
@@ -32,13 +32,11 @@ the accelerator the default backend.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import sys
 from typing import Any
 
-HUGE_PAGES = 'glibc.malloc.hugetlb=1'
-_THP_SETTING = '/sys/kernel/mm/transparent_hugepage/enabled'
+HUGE_PAGES = 'glibc.malloc.hugetlb=1'  # The GLIBC_TUNABLES entry the README documents.
 DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
 AUTO_DEVICES = 2  # What `host_devices('auto')` picks where the split applies (measured on 2 cores only).
 SPLIT_MODELS = ('all_cnn_32',)  # Classifiers the split is for (module docstring).
@@ -50,54 +48,6 @@ def usable_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
   except AttributeError:  # Not Linux.
     return list(range(os.cpu_count() or 1))
-
-
-def huge_pages_on_request(setting_file: str = _THP_SETTING) -> bool:
-  """Whether the kernel gives transparent huge pages to memory that asks for them, and only to such memory."""
-  try:
-    with open(setting_file) as f:
-      return '[madvise]' in f.read()
-  except OSError:
-    return False
-
-
-def _glibc_has_hugetlb_tunable() -> bool:
-  libc, version = platform.libc_ver()
-  if libc != 'glibc':
-    return False
-  major, minor = (int(part) for part in (version.split('.') + ['0'])[:2])
-  return (major, minor) >= (2, 35)
-
-
-def huge_pages_environment(environ: dict[str, str] | None = None, *, on_request: bool | None = None,
-                           glibc_ok: bool | None = None) -> dict[str, str] | None:
-  """The environment to re-execute with (GLIBC_TUNABLES with HUGE_PAGES added), or None when nothing is to be done:
-  not Linux with glibc ≥ 2.35, the kernel not in `madvise` mode, or `glibc.malloc.hugetlb` already set."""
-  environ = dict(os.environ if environ is None else environ)
-  tunables = environ.get('GLIBC_TUNABLES', '')
-  if 'glibc.malloc.hugetlb' in tunables:
-    return None
-  if not (sys.platform.startswith('linux') and (_glibc_has_hugetlb_tunable() if glibc_ok is None else glibc_ok)):
-    return None
-  if not (huge_pages_on_request() if on_request is None else on_request):
-    return None
-  environ['GLIBC_TUNABLES'] = ':'.join(part for part in (tunables, HUGE_PAGES) if part)
-  return environ
-
-
-def reexec_with_huge_pages() -> None:
-  """Restarts this Python process with `huge_pages_environment` where that applies; returns otherwise.
-
-  Call it first thing in a script's `__main__` block, before anything worth keeping has run. The interpreter's
-  own command line (`sys.orig_argv`: options, script, arguments) is kept. The new process finds the tunable set,
-  so it does not restart again.
-  """
-  environ = huge_pages_environment()
-  if environ is None:
-    return
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
 
 
 def device_count_in_xla_flags(xla_flags: str) -> int | None:

@@ -1,4 +1,7 @@
-"""`normal`, `uniform` and `bernoulli`: `jax.random`'s values, bit for bit, drawn 3-14x faster on CPU.
+"""CPU speed-up: `normal`, `uniform` and `bernoulli`, `jax.random`'s values, bit for bit, drawn 3-14x faster on CPU.
+
+Part of the opt-in CPU speed-ups (`infodrop_jax.cpu`): `SAMPLER` is what the trainer injects into the noise layers'
+`sampler` field on CPU (`config.train.cpu_speedups`); by default they call `jax.random` itself.
 
 JAX lowers its Threefry-2x32 hash, on CPU only, as a `while` loop of five iterations (a smaller program to compile).
 XLA:CPU runs each iteration as its own pass over the whole array, so drawing a layer's noise reads and writes the
@@ -25,6 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from infodrop_jax import layers
 
 Array = jax.Array
 
@@ -171,3 +176,7 @@ def _normal_from_bits(bits: Array) -> Array:
   low = np.nextafter(np.float32(-1.0), np.float32(0.0), dtype=np.float32)
   u = _uniform_from_bits(bits, low, 1.0)
   return jnp.float32(np.sqrt(2)) * jax.lax.erf_inv(u)
+
+
+# The noise layers' `sampler` (`layers.NoiseSampler`) with these draws.
+SAMPLER = layers.NoiseSampler(normal=normal, bernoulli=bernoulli)

@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infodrop_jax import convolution
+from infodrop_jax.cpu import convolution
 from infodrop_jax import layers
-from infodrop_jax import native
 
 _CASES = [  # (spatial shape, window, strides, padding)
     ((8, 8), (3, 3), (1, 1), 'SAME'),  # All-CNN's other convolutions.
@@ -109,8 +108,7 @@ def _lowered_gradient(platform):
 
 
 def test_the_canonical_forms_are_lowered_for_cpu_and_xla_own_elsewhere():
-  with native.disabled():  # Else the compiled CPU kernels replace these convolutions (tests/test_native.py).
-    cpu, cuda = _lowered_gradient('cpu'), _lowered_gradient('cuda')
+  cpu, cuda = _lowered_gradient('cpu'), _lowered_gradient('cuda')
   assert 'lhs_dilate = [2, 2]' not in cpu and 'lhs_dilate = [2, 2]' in cuda
   assert _dimension_forms(cpu) == {'[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]'}
   assert len(_dimension_forms(cuda)) > 1
@@ -182,7 +180,7 @@ def test_loop_unsafe_convolutions_counts_what_it_cannot_read_as_unsafe():
 
 
 def test_a_strided_information_dropout_step_has_no_dilated_convolution_on_cpu():
-  layer = layers.InformationDropoutConv(8, kernel_size=3, strides=2, fuse_alpha=True)
+  layer = layers.InformationDropoutConv(8, kernel_size=3, strides=2, fuse_alpha=True, conv=convolution.Conv)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 6)), jnp.float32)
   variables = layer.init({'params': jax.random.PRNGKey(0), 'noise': jax.random.PRNGKey(1)}, x, deterministic=False)
 

@@ -7,7 +7,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from infodrop_jax import layers
 from infodrop_jax import parallel
-from infodrop_jax import prng
+from infodrop_jax.cpu import prng
 
 # Last axes both where normal draws through the unrolled hash and where it leaves narrow ones (3, 5-7, 9-15) to
 # jax.random.
@@ -142,11 +142,12 @@ def test_other_recipes_fall_back_to_jax_random(case):
   _same(prng.uniform(key, (4, 3), dtype), jax.random.uniform(key, (4, 3), dtype))
 
 
-def test_noise_layers_draw_what_jax_random_would():
-  """The layers' noise is unchanged by the switch: z = f ⊙ exp(α ε) with ε = jax.random.normal(noise key)."""
+@pytest.mark.parametrize('sampler', [layers.JAX_RANDOM, prng.SAMPLER], ids=['jax.random', 'cpu.prng.SAMPLER'])
+def test_noise_layers_draw_what_jax_random_would(sampler):
+  """The layers' noise does not depend on the sampler: z = f ⊙ exp(α ε) with ε = jax.random.normal(noise key)."""
   f = jnp.abs(jax.random.normal(jax.random.PRNGKey(1), (4, 6))) + 0.5
   logits = jax.random.normal(jax.random.PRNGKey(2), (4, 6))
-  module = layers.InformationDropout(max_alpha=0.7)
+  module = layers.InformationDropout(max_alpha=0.7, sampler=sampler)
   variables = module.init(jax.random.PRNGKey(0), f, logits, deterministic=True)
   noise_key = jax.random.PRNGKey(9)
   z, state = module.apply(variables, f, logits, deterministic=False, rngs={'noise': noise_key},

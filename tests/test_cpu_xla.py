@@ -1,4 +1,5 @@
-"""parallel's XLA options on CPU: which kernels the compiled steps get, the user's override, the fallback."""
+"""cpu.xla's XLA options: which kernels the compiled steps get with the CPU speed-ups on, the user's override, the
+fallback, and that a run without the speed-ups compiles with XLA's defaults."""
 import functools
 import re
 
@@ -11,14 +12,15 @@ import pytest
 import train_helpers
 from infodrop_jax import parallel as parallel_lib
 from infodrop_jax import train
+from infodrop_jax.cpu import xla as cpu_xla
 
 
 @pytest.fixture
 def fresh_options():
-  """`cpu_compiler_options` is cached per process: clear it around a test that changes what it sees."""
-  parallel_lib.cpu_compiler_options.cache_clear()
+  """`compiler_options` is cached per process: clear it around a test that changes what it sees."""
+  cpu_xla.compiler_options.cache_clear()
   yield
-  parallel_lib.cpu_compiler_options.cache_clear()
+  cpu_xla.compiler_options.cache_clear()
 
 
 def _ynn_convolutions(compiled_text):
@@ -30,7 +32,7 @@ def _ynn_convolutions(compiled_text):
 
 
 def _tuned_or_skip():
-  options = parallel_lib.cpu_compiler_options()
+  options = cpu_xla.compiler_options()
   if not options:
     pytest.skip('this jaxlib does not take the YNNPACK fusion option (nothing to tune)')
   return options
@@ -48,7 +50,7 @@ class _WideConvNet(nn.Module):
 
 
 def _wide_run(tmp_path):
-  return train._Run(train_helpers.tiny_config(), str(tmp_path), model=_WideConvNet(),
+  return train.Run(train_helpers.tiny_config(), str(tmp_path), model=_WideConvNet(),
                     splits=train_helpers.tiny_splits(shape=(16, 16, 1)))
 
 
@@ -83,31 +85,32 @@ def test_the_tuned_cpu_kernels_compute_the_same_train_step(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_the_options_apply_to_cpu_devices_only():
-  options = parallel_lib.cpu_compiler_options()
-  assert parallel_lib.compiler_options(jax.devices('cpu')) == (options or None)
-  assert parallel_lib.Parallel.create('jit', devices=jax.devices()[:1]).compiler_options == (options or None)
-
-  class _Gpu:
-    platform = 'gpu'
-  assert parallel_lib.compiler_options([_Gpu()]) is None
+@pytest.mark.parametrize('speedups', ['auto', 'on', 'off'])
+def test_a_run_gets_the_options_with_the_cpu_speedups_only(tmp_path, speedups):
+  options = cpu_xla.compiler_options()
+  config = train_helpers.tiny_config(cpu_speedups=speedups)
+  run = train.Run(config, str(tmp_path), splits=train_helpers.tiny_splits())
+  assert run.cpu_speedups is (speedups != 'off')  # 'auto': the tests' backend is the CPU.
+  assert run.parallel.compiler_options == ((options or None) if speedups != 'off' else None)
+  assert run.device_record()['cpu_speedups'] is run.cpu_speedups
+  assert parallel_lib.Parallel.create('jit').compiler_options is None  # Nothing unless asked for.
 
 
 def test_a_users_own_ynn_setting_in_xla_flags_wins(fresh_options, monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type=')
-  assert parallel_lib.cpu_compiler_options() == {}
-  assert parallel_lib.compiler_options(jax.devices('cpu')) is None
+  assert cpu_xla.compiler_options() == {}
 
 
 def test_an_option_this_jaxlib_refuses_falls_back_to_xla_defaults(fresh_options, monkeypatch):
-  monkeypatch.setattr(parallel_lib, '_CPU_COMPILER_OPTIONS', {'xla_cpu_no_such_option_for_test': 'x'})
+  monkeypatch.setattr(cpu_xla, '_CPU_COMPILER_OPTIONS', {'xla_cpu_no_such_option_for_test': 'x'})
   with pytest.warns(UserWarning, match='xla_cpu_no_such_option_for_test'):
-    assert parallel_lib.cpu_compiler_options() == {}
+    assert cpu_xla.compiler_options() == {}
 
 
 def test_a_jit_with_options_may_be_called_inside_other_traces():
-  _tuned_or_skip()
-  double = parallel_lib.Parallel.create('jit', devices=jax.devices()[:1]).jit(lambda x: 2 * x)
+  options = _tuned_or_skip()
+  double = parallel_lib.Parallel.create('jit', devices=jax.devices()[:1], compiler_options=options).jit(
+      lambda x: 2 * x)
   x = jnp.arange(3.0)
   np.testing.assert_array_equal(double(x), 2 * x)
   assert jax.eval_shape(double, x).shape == (3,)

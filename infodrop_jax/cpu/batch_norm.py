@@ -1,4 +1,7 @@
-"""`BatchNorm`: `nn.BatchNorm` over the last axis whose training-mode gradient is one pass on CPU.
+"""CPU speed-up: `BatchNorm`, `nn.BatchNorm` over the last axis whose training-mode gradient is one pass on CPU.
+
+Part of the opt-in CPU speed-ups (`infodrop_jax.cpu`): the layers and models use `nn.BatchNorm` unless this is
+injected (`norm=...`), as the trainer does on CPU (`config.train.cpu_speedups`).
 
 Differentiating Flax's BatchNorm leaves XLA:CPU the gradient of every step of the forward pass (the centring, the
 variance, the scale): on the narrow All-CNN-32 layers these elementwise passes and reductions are a large part of a
@@ -17,12 +20,16 @@ differ. On other platforms the backward pass is JAX's differentiation of that fo
 Training mode has reverse-mode gradients only (a custom VJP, as `convolution.Conv`): `jax.jvp` / `jax.jacfwd`
 through it raise; `jax.grad` of `jax.grad` and Hessian-vector products by reverse mode work.
 
+With `axis_name` (under pmap) the statistics are those of the batch over every device of that axis, as
+nn.BatchNorm's (the means of x and x² averaged across devices); the gradient is then JAX's differentiation of that
+forward pass, as nn.BatchNorm's is.
+
 The parameters ('scale', 'bias') and statistics ('batch_stats': 'mean', 'var') have nn.BatchNorm's names, shapes
 and initialisers, so checkpoints of either restore into the other.
 
-It covers what this package's models use: features on the last axis, statistics of the (global, under jit) batch,
-`use_fast_variance`, float32 reductions, real inputs. Anything else (`axis`, `axis_name`, `axis_index_groups`,
-`mask`, complex inputs, ...) is nn.BatchNorm's: use nn.BatchNorm itself for it.
+It covers what this package's models use: features on the last axis, statistics of the (global, under jit) batch
+or of a pmap axis (`axis_name`), `use_fast_variance`, float32 reductions, real inputs. Anything else (`axis`,
+`axis_index_groups`, `mask`, complex inputs, ...) is nn.BatchNorm's: use nn.BatchNorm itself for it.
 """
 from __future__ import annotations
 
@@ -49,12 +56,14 @@ def _normalize(x: Array, mean: Array, var: Array, scale: Array | None, bias: Arr
   return jnp.asarray(y, dtype)
 
 
-def _statistics(x: Array, stats_dtype: Any) -> tuple[Array, Array, Array]:
-  """Flax's `_compute_stats` with use_fast_variance: E[x²] − E[x]², clipped at 0, over every axis but the last; and
-  where the clip left it alone."""
+def _statistics(x: Array, stats_dtype: Any, axis_name: str | None = None) -> tuple[Array, Array, Array]:
+  """Flax's `_compute_stats` with use_fast_variance: E[x²] − E[x]², clipped at 0, over every axis but the last (and
+  over the devices of `axis_name`, as Flax averages both means there); and where the clip left it alone."""
   x = x.astype(stats_dtype)
   axes = tuple(range(x.ndim - 1))
   mean, mean_square = x.mean(axes), jax.lax.square(x).mean(axes)
+  if axis_name is not None:
+    mean, mean_square = jnp.split(jax.lax.pmean(jnp.concatenate([mean, mean_square]), axis_name), 2)
   unclipped = mean_square - jax.lax.square(mean)
   return mean, jnp.maximum(0.0, unclipped), unclipped > 0
 
@@ -117,7 +126,7 @@ batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class BatchNorm(nn.Module):
-  """nn.BatchNorm (features on the last axis, no axis_name or mask) with `batch_norm_train`'s gradient on CPU.
+  """nn.BatchNorm (features on the last axis, no mask) with `batch_norm_train`'s gradient on CPU.
 
   The fields below have nn.BatchNorm's meanings and defaults; pass them by keyword, as nn.BatchNorm's positional
   order (`axis` second) is not this one's. `use_running_average` merges with the call argument.
@@ -131,6 +140,7 @@ class BatchNorm(nn.Module):
   use_scale: bool = True
   bias_init: Any = nn.initializers.zeros
   scale_init: Any = nn.initializers.ones
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: Array, use_running_average: bool | None = None) -> Array:
@@ -148,7 +158,11 @@ class BatchNorm(nn.Module):
     if use_running_average:
       return _normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, dtype)
     stats_dtype = jnp.promote_types(self.dtype if self.dtype is not None else x.dtype, jnp.float32)
-    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, dtype, stats_dtype)
+    if self.axis_name is None or self.is_initializing():  # As nn.BatchNorm: no device axis is bound at init.
+      y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, dtype, stats_dtype)
+    else:  # Statistics across devices: nn.BatchNorm's arithmetic, differentiated by JAX.
+      mean, var, _ = _statistics(x, stats_dtype, self.axis_name)
+      y = _normalize(x, mean, var, scale, bias, self.epsilon, dtype)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

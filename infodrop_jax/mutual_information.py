@@ -1,4 +1,5 @@
-"""Information-plane estimators for networks with continuous multiplicative noise (dropout-style layers).
+"""Mutual-information estimators for networks with continuous multiplicative noise (dropout-style layers), used by the
+information planes (`information_plane`) and the analyses.
 
 With continuous multiplicative noise the representation Z is a stochastic function of X, so I(X;Z) is finite and
 can be estimated (Adilova, Geiger & Fischer, ICLR 2023, "Information Plane Analysis for Dropout Neural Networks"):
@@ -62,7 +63,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from infodrop_jax import echo
-from infodrop_jax import prng
 
 Array = jax.Array
 ArrayLike = Any
@@ -207,7 +207,7 @@ def _log_density_w(w: Array, comp_mean: Array, comp_inv_scale: Array, comp_log_n
 
 def _sample_w(key: Array, comps: _Components, scale: Array, f: Array, noise: str, num_samples: int) -> Array:
   """Draws w = z (gaussian) or log|z| (lognormal): [num_samples, N, D], 0 on atom coordinates."""
-  xi = prng.normal(key, (num_samples,) + f.shape, f.dtype)
+  xi = jax.random.normal(key, (num_samples,) + f.shape, f.dtype)
   if noise == 'gaussian':
     w = f * (1.0 + scale * xi)
   else:
@@ -437,7 +437,7 @@ def conditional_entropy(f: ArrayLike, *, noise: str, scale: ArrayLike, zero_tol:
 
 @functools.partial(jax.jit, static_argnames=('noise', 'num_samples'))
 def _sample_core(f: Array, scale: Array, key: Array, *, noise: str, num_samples: int) -> Array:
-  xi = prng.normal(key, (num_samples,) + f.shape, f.dtype)
+  xi = jax.random.normal(key, (num_samples,) + f.shape, f.dtype)
   return f * (1.0 + scale * xi) if noise == 'gaussian' else f * jnp.exp(scale * xi)
 
 

@@ -1,4 +1,7 @@
-"""`conv_general_dilated`: `jax.lax.conv_general_dilated` whose gradients XLA:CPU runs on its fast kernels.
+"""CPU speed-up: `conv_general_dilated`, `jax.lax.conv_general_dilated` whose gradients XLA:CPU runs on its fast kernels.
+
+Part of the opt-in CPU speed-ups (`infodrop_jax.cpu`): the layers and models use `nn.Conv` unless `Conv` (and
+`ConvTranspose` in the conv VAE's decoder) is injected, as the trainer does on CPU (`config.train.cpu_speedups`).
 
 XLA:CPU runs a convolution on its fast (Eigen) kernels when the convolution has, or can be rewritten into, the
 form (batch, *spatial, features) × (*window, in, out) → (batch, *spatial, features). The rewrite
@@ -18,20 +21,14 @@ slower (`benchmarks/RESULTS.md`). On CPU the custom VJP here writes both gradien
 Same results to float rounding. The forward pass is XLA's own, and on other platforms so are both gradients (cuDNN
 has its own): `jax.lax.platform_dependent` picks the form when the step is lowered.
 
-On CPUs with AVX-512 two compiled kernels (`infodrop_jax.native`, XLA FFI custom calls built on first use) take
-over where they are faster: the kernel gradient of 2-D float32 convolutions with a multiple of 8 input channels,
-from the operands as stored (no transposes), and the forward pass of those with at most `native.FORWARD_MAX_OUT`
-output channels (which includes the polyphase input gradient's convolutions of narrow layers). Where they cannot
-build, or inside `native.disabled()`, everything above is XLA's.
-
 `loop_unsafe_convolutions` tells whether a lowered function's convolutions are all in that form (the trainer
 uses it to decide whether a CPU run may compile its loops).
 
 `conv_transpose` / `ConvTranspose` do the same for transposed convolutions (the conv VAE's decoder). Both have
 reverse-mode gradients only (custom VJPs): `jax.jvp` / `jax.jacfwd` through them raise.
 
-`Conv` is `nn.Conv` with it (the layers and models of this package use it; the parameters are nn.Conv's own); pass it
-to a Flax conv of your own as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`. It handles the
+`Conv` is `nn.Conv` with it (what `infodrop_jax.cpu.model_parts()` injects; the parameters are nn.Conv's own); pass
+it to a Flax conv of your own as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`. It handles the
 features-last convolutions `nn.Conv` makes (batch first, features last, kernel (*window, in, out)) without dilation
 or groups; any other call goes to `jax.lax.conv_general_dilated` unchanged.
 """
@@ -47,8 +44,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from infodrop_jax import native
 
 Array = jax.Array
 
@@ -197,23 +192,13 @@ def _lax_conv(lhs, rhs, strides, pads, precision):
                                       precision=precision)
 
 
-def _forward(lhs, rhs, strides, pads, precision):
-  """The convolution's value: on CPU the compiled kernel (`native.forward`) where it measured faster than XLA's
-  (`native.supports_forward`), else XLA's own."""
-  if not native.supports_forward(lhs, rhs, strides, pads):
-    return _lax_conv(lhs, rhs, strides, pads, precision)
-  return jax.lax.platform_dependent(
-      lhs, rhs, cpu=lambda lhs, rhs: _native_forward(lhs, rhs, strides, pads, precision),
-      default=lambda lhs, rhs: _lax_conv(lhs, rhs, strides, pads, precision))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(lhs, rhs, strides, pads, precision):
-  return _forward(lhs, rhs, strides, pads, precision)
+  return _lax_conv(lhs, rhs, strides, pads, precision)
 
 
 def _conv_fwd(lhs, rhs, strides, pads, precision):
-  return _forward(lhs, rhs, strides, pads, precision), (lhs, rhs)
+  return _lax_conv(lhs, rhs, strides, pads, precision), (lhs, rhs)
 
 
 def _conv_bwd(strides, pads, precision, residuals, grad):
@@ -226,10 +211,7 @@ def _conv_bwd(strides, pads, precision, residuals, grad):
   def canonical_gradients(lhs, rhs, grad):
     lhs_grad = polyphase_input_gradient(grad, rhs, input_shape=lhs.shape, strides=strides, pads=pads,
                                         precision=precision)
-    window = rhs.shape[:-2]
-    if native.supports_kernel_gradient(lhs, grad, window, pads):
-      return lhs_grad, _native_kernel_gradient(lhs, grad, tuple(window), strides, pads)
-    return lhs_grad, canonical_kernel_gradient(lhs, grad, window=window, strides=strides, pads=pads,
+    return lhs_grad, canonical_kernel_gradient(lhs, grad, window=rhs.shape[:-2], strides=strides, pads=pads,
                                                precision=precision)
 
   lhs_grad, rhs_grad = jax.lax.platform_dependent(lhs, rhs, grad, cpu=canonical_gradients, default=xla_gradients)
@@ -237,42 +219,6 @@ def _conv_bwd(strides, pads, precision, residuals, grad):
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _native_forward(lhs, rhs, strides, pads, precision):
-  """`native.forward` with `_conv`'s gradients, so that differentiating `_conv_fwd` (second-order gradients) works."""
-  del precision
-  return native.forward(lhs, rhs, strides=strides, pads=pads)
-
-
-def _native_forward_fwd(lhs, rhs, strides, pads, precision):
-  return _native_forward(lhs, rhs, strides, pads, precision), (lhs, rhs)
-
-
-_native_forward.defvjp(_native_forward_fwd, _conv_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _native_kernel_gradient(lhs, grad, window, strides, pads):
-  """`native.kernel_gradient`, differentiable (second-order gradients): it is bilinear, and its cotangent `ct`
-  pulls back to the input gradient of the convolution with kernel `ct` (for `lhs`) and the convolution of `lhs`
-  with `ct` (for `grad`)."""
-  return native.kernel_gradient(lhs, grad, window=window, strides=strides, pads=pads)
-
-
-def _native_kernel_gradient_fwd(lhs, grad, window, strides, pads):
-  return _native_kernel_gradient(lhs, grad, window, strides, pads), (lhs, grad)
-
-
-def _native_kernel_gradient_bwd(window, strides, pads, residuals, cotangent):
-  del window
-  lhs, grad = residuals
-  return (polyphase_input_gradient(grad, cotangent, input_shape=lhs.shape, strides=strides, pads=pads),
-          _conv(lhs, cotangent, strides, pads, None))
-
-
-_native_kernel_gradient.defvjp(_native_kernel_gradient_fwd, _native_kernel_gradient_bwd)
 
 
 def canonical_kernel_gradient(lhs: Array, grad: Array, *, window: Sequence[int], strides: Sequence[int],

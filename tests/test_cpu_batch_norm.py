@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infodrop_jax import batch_norm
+from infodrop_jax.cpu import batch_norm
 
 
 def _run(cls, x, *, use_scale, dtype, use_running_average=False, jit=True):
@@ -120,3 +120,29 @@ def test_vmapped_and_sharded_gradients_match_one_device():
   grad_x = jax.vmap(lambda x: grad(x, variables['params'])[0])(pair)
   np.testing.assert_allclose(grad_x[0], reference[0], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(grad_x[1], grad(pair[1], variables['params'])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_under_pmap_with_axis_name_it_is_flaxs_batch_norm_over_all_devices():
+  """With `axis_name` the statistics are those of every device's batch together, as nn.BatchNorm's: the same
+  outputs, running statistics and gradients as one device normalising the whole batch."""
+  devices = jax.local_device_count()
+  x = _inputs((4 * devices, 3, 3, 5), jnp.float32)
+  per_device = x.reshape(devices, 4, *x.shape[1:])
+  variables = nn.BatchNorm(use_running_average=False).init(jax.random.key(0), x)
+
+  def run(cls, xs, axis_name):
+    module = cls(use_running_average=False, momentum=0.9, axis_name=axis_name)
+
+    def loss(params, x):
+      y, updates = module.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
+                                mutable=['batch_stats'])
+      return jnp.sum(jnp.sin(y)), (y, updates['batch_stats'])
+    return jax.grad(loss, has_aux=True)(variables['params'], xs)
+
+  whole_grads, (whole_y, whole_stats) = jax.jit(lambda x: run(nn.BatchNorm, x, None))(x)
+  for cls in (nn.BatchNorm, batch_norm.BatchNorm):
+    grads, (y, stats) = jax.pmap(lambda x: run(cls, x, 'batch'), axis_name='batch')(per_device)
+    np.testing.assert_allclose(y.reshape(x.shape), whole_y, rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-6), stats, whole_stats)
+    # Each device's parameter gradient is its share; their sum is the whole batch's.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a.sum(0), b, rtol=1e-4, atol=1e-5), grads, whole_grads)

@@ -1,0 +1,50 @@
+"""launch.py's sweep modes: `main(mode, config, workdir, ...)` for --mode=sweep | sweep_commands | report."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_collections
+
+from infodrop_jax.sweep.commands import shell_line
+from infodrop_jax.sweep.files import MEANS_FILE, RESULTS_FILE
+from infodrop_jax.sweep.report import write_report
+from infodrop_jax.sweep.runner import run_sweep
+from infodrop_jax.sweep.spec import SweepError, format_value, load_sweep, points, select
+
+MODES = ('sweep', 'sweep_commands', 'report')
+
+
+def _sweep_command(config_file: str | None, overrides: Mapping[str, Any] | None, workdir: str, mode: str) -> str:
+  args = [f'--config={config_file}'] if config_file else []
+  args += [f'--config.{k}={format_value(v)}' for k, v in (overrides or {}).items()]
+  return 'python launch.py ' + ' '.join(shlex.quote(a) for a in [*args, f'--workdir={workdir}', f'--mode={mode}'])
+
+
+def main(mode: str, config: ml_collections.ConfigDict | None, workdir: str, *, config_file: str | None = None,
+         overrides: Mapping[str, Any] | None = None, out: Callable[[str], None] = print) -> int:
+  """launch.py's --mode=sweep | sweep_commands | report; returns the exit status."""
+  try:
+    if config is None:
+      if mode != 'report':
+        raise SweepError(f'--mode={mode} needs --config=configs/sweeps/<x>.py[:variant].')
+      config = load_sweep(workdir)
+    if 'axes' not in config or 'base' not in config:
+      raise SweepError(f'--mode={mode} needs a sweep config (configs/sweeps/*.py, with base and axes); '
+                       f'{config_file or "--config"} is an experiment config.')
+    if mode == 'sweep_commands':
+      for p in select(config, points(config)):
+        out(shell_line(p, workdir, bool(config.analyze)))
+      return 0
+    if mode == 'report':
+      os.makedirs(workdir, exist_ok=True)
+      path = write_report(config, workdir)
+      out(f'wrote {os.path.join(workdir, RESULTS_FILE)}, {os.path.join(workdir, MEANS_FILE)} and {path}')
+      return 0
+    return run_sweep(config, workdir, command=_sweep_command(config_file, overrides, workdir, 'sweep'), out=out)
+  except SweepError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2

@@ -1,0 +1,36 @@
+"""Where a sweep keeps its files: the repository's launch.py, the names of the files in a sweep's workdir W and in
+each point's W/<point>/, and the JSON reads and writes they go through."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+LAUNCH = REPO_ROOT / 'launch.py'
+DONE_FILE = 'DONE'
+STATUS_FILE = 'status.json'
+LOG_FILE = 'run.log'
+SWEEP_FILE = 'sweep.json'
+RESULTS_FILE = 'results.csv'
+MEANS_FILE = 'results_mean.csv'
+REPORT_FILE = 'report.md'
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  """The JSON value in `path`, or None when the file is missing or not JSON."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+  """`value` as indented JSON in `path`, replacing the file in one step."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)

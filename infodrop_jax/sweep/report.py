@@ -1,0 +1,264 @@
+"""A sweep's report: W/report.md with the paper's claim, the verdict of the checks a sweep config declares
+(`expect`, see `CHECKS`), the figures (`infodrop_jax.analysis.sweep_figures`), the table of means, the points not
+finished, the machine and date, and the commands."""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ml_collections
+
+from infodrop_jax.sweep.commands import analyze_command, display_command, train_command
+from infodrop_jax.sweep.files import (LOG_FILE, MEANS_FILE, REPORT_FILE, RESULTS_FILE, STATUS_FILE, SWEEP_FILE,
+                                      read_json)
+from infodrop_jax.sweep.results import number, write_results
+from infodrop_jax.sweep.spec import SEED_AXIS, Point, SweepError, axes_of, points, sanitize
+
+
+# --- checks: does our sweep agree with the paper? ---------------------------------------------------------------
+
+
+def _expand(metric: str, columns: Iterable[str]) -> list[str]:
+  if metric.endswith('*'):
+    return sorted(c for c in columns if c.startswith(metric[:-1]))
+  return [metric]
+
+
+def _series(means: list[dict[str, Any]], metric: str, x: str, where: Mapping[str, str]) -> dict[str, float]:
+  values: dict[str, list[float]] = {}
+  for row in means:
+    if any(str(row.get(k)) != str(v) for k, v in where.items()):
+      continue
+    value = number(row.get(f'{metric}:mean'))
+    if value is not None and math.isfinite(value):
+      values.setdefault(str(row.get(x)) if x else '', []).append(value)
+  return {k: sum(v) / len(v) for k, v in values.items()}
+
+
+def _x_order(config: ml_collections.ConfigDict, x: str) -> list[str]:
+  for name, _, _, labels, _ in axes_of(config):
+    if name == x:
+      return labels
+  return ['']
+
+
+def _where(spec: ml_collections.ConfigDict) -> dict[str, str]:
+  text = str(spec.get('where', '') or '')
+  out = {}
+  for part in filter(None, (p.strip() for p in text.split(','))):
+    key, _, value = part.partition('=')
+    out[key.strip()] = value.strip()
+  return out
+
+
+def _fmt(value: float | None) -> str:
+  return 'n/a' if value is None else f'{value:.4g}'
+
+
+def _check_one(config, means, spec, metric) -> tuple[bool | None, str]:
+  """(agrees, the numbers) for one metric column; agrees None = cannot tell."""
+  kind = spec.check
+  x = str(spec.get('along', '') or config.report.x)
+  where = _where(spec)
+  tol = float(spec.get('tolerance', 0.0) or 0.0)
+  order = _x_order(config, x)
+  if kind == 'le':
+    by = str(spec.by)
+    a = _series(means, metric, x, {**where, by: spec.a})
+    b = _series(means, metric, x, {**where, by: spec.b})
+    xs = [v for v in order if v in a and v in b]
+    if not xs:
+      return None, f'no finished points with both {by}={spec.a} and {by}={spec.b}'
+    holds = [a[v] <= b[v] + tol for v in xs]
+    detail = '; '.join(f'{x}={v}: {_fmt(a[v])} vs {_fmt(b[v])}' for v in xs)
+    return all(holds), f'{metric} of {spec.a} ≤ {spec.b}{f" + {tol:g}" if tol else ""} at {sum(holds)}/{len(xs)} ({detail})'
+  series = _series(means, metric, x, where)
+  xs = [v for v in order if v in series]
+  if kind in ('increasing', 'decreasing'):
+    if len(xs) < 2:
+      return None, f'{metric}: fewer than two values of {x} finished'
+    first, last = series[xs[0]], series[xs[-1]]
+    agrees = last > first + tol if kind == 'increasing' else last < first - tol
+    return agrees, (f'{metric} at {x}={xs[0]}: {_fmt(first)}, at {x}={xs[-1]}: {_fmt(last)} '
+                    f'(all: {", ".join(f"{v}: {_fmt(series[v])}" for v in xs)})')
+  if kind == 'range_le':
+    if len(xs) < 2:
+      return None, f'{metric}: fewer than two values of {x} finished'
+    values = [series[v] for v in xs]
+    spread = (max(values) - min(values)) / (abs(sum(values) / len(values)) or 1.0)
+    return spread <= tol, f'{metric} varies by {100 * spread:.1f} % of its mean across {x} (allowed {100 * tol:.0f} %)'
+  if kind == 'interior_min':
+    if len(xs) < 3:
+      return None, f'{metric}: fewer than three values of {x} finished'
+    best = min(xs, key=lambda v: series[v])
+    return best not in (xs[0], xs[-1]), (f'{metric} is lowest at {x}={best} '
+                                         f'(all: {", ".join(f"{v}: {_fmt(series[v])}" for v in xs)})')
+  if kind == 'above':
+    ref = _series(means, str(spec.reference), x, where)
+    xs = [v for v in xs if v in ref]
+    if not xs:
+      return None, f'{metric}: no finished points with {spec.reference}'
+    holds = [series[v] > ref[v] + tol for v in xs]
+    return all(holds), (f'{metric} above {spec.reference} at {sum(holds)}/{len(xs)} '
+                        f'({"; ".join(f"{x}={v}: {_fmt(series[v])} vs {_fmt(ref[v])}" for v in xs)})')
+  raise SweepError(f'expect: unknown check {kind!r}; expected one of {CHECKS}.')
+
+
+CHECKS = ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above')
+
+
+def verdicts(config: ml_collections.ConfigDict, means: list[dict[str, Any]]) -> tuple[str, list[str]]:
+  """('agree' | 'partly' | 'disagree' | 'cannot tell', one line per check with its numbers)."""
+  columns = {c.rsplit(':', 1)[0] for row in means for c in row if c.endswith(':mean')}
+  lines, outcomes = [], []
+  for name in sorted(config.expect.keys()):
+    spec = config.expect[name]
+    mode = str(spec.get('mode', 'all') or 'all')
+    metrics = _expand(str(spec.metric), columns)
+    results = [(m, *_check_one(config, means, spec, m)) for m in metrics] if metrics else []
+    known = [r for r in results if r[1] is not None]
+    if not known:
+      outcome = None
+    else:
+      outcome = (all if mode == 'all' else any)(r[1] for r in known)
+    outcomes.append(outcome)
+    word = {True: 'agrees', False: 'disagrees', None: 'cannot tell'}[outcome]
+    detail = ' | '.join(r[2] for r in results) or f'no column matches {spec.metric}'
+    description = f' ({spec.description})' if spec.get('description') else ''
+    lines.append(f'`{name}`{description}: **{word}**: {detail}')
+  if not outcomes:
+    return 'no check declared', lines
+  agree, disagree = outcomes.count(True), outcomes.count(False)
+  unknown = len(outcomes) - agree - disagree
+  word = ('agree' if agree == len(outcomes) else 'disagree' if disagree == len(outcomes)
+          else 'cannot tell' if unknown == len(outcomes) else 'partly')
+  return f'{word} ({agree} of {len(outcomes)} checks agree, {disagree} disagree, {unknown} cannot tell)', lines
+
+
+# --- report --------------------------------------------------------------------------------------------------------
+
+
+def _heatmap_points(config: ml_collections.ConfigDict, all_points: list[Point],
+                    workdir: str) -> list[tuple[str, str, float | None]]:
+  """(label on report.x, analysis/heatmaps.npz, cluttered canvas size) of each point of the first seed that has
+  heat maps: the rows of `sweep_figures.heatmap_grid`."""
+  x = str(config.report.x)
+  first_seed = str(config.seeds[0])
+  out = []
+  for p in all_points:
+    if p.labels[SEED_AXIS] != first_seed:
+      continue
+    npz = os.path.join(workdir, p.name, 'analysis', 'heatmaps.npz')
+    if os.path.isfile(npz):
+      run_config = read_json(os.path.join(workdir, p.name, 'config.json')) or {}
+      size = ((run_config.get('data') or {}).get('cluttered') or {}).get('canvas_size')
+      out.append((p.labels.get(x, ''), npz, size))
+  return out
+
+
+def _table(config, means, metrics: list[str]) -> list[str]:
+  from infodrop_jax.analysis import sweep_figures  # pylint: disable=g-import-not-at-top
+  names = [a[0] for a in axes_of(config) if a[0] != SEED_AXIS]
+  header = names + ['seeds done'] + [m + (' (%)' if sweep_figures.is_error(m) else '') for m in metrics]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for row in means:
+    cells = [str(row.get(n, '')) for n in names] + [f'{row["seeds_done"]}/{row["seeds"]}']
+    for m in metrics:
+      mean, std = number(row.get(f'{m}:mean')), number(row.get(f'{m}:std'))
+      scale = 100.0 if sweep_figures.is_error(m) else 1.0
+      if mean is None:
+        cells.append('')
+      else:
+        cells.append(f'{scale * mean:.4g}' + (f' ± {scale * std:.2g}' if std is not None else ''))
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """W/report.md and its PNGs (from results.csv's numbers and the points' analysis files)."""
+  # matplotlib loads only when a report is drawn: `--mode=sweep_commands` and the runs' start stay light.
+  from infodrop_jax.analysis import sweep_figures  # pylint: disable=g-import-not-at-top
+  all_points = points(config)
+  rows, means = write_results(config, workdir)
+  columns = {c.rsplit(':', 1)[0] for row in means for c in row if c.endswith(':mean')}
+  panels = []
+  for metric in config.report.metrics:
+    expanded = [c for c in _expand(str(metric), columns) if c in columns]
+    if expanded:
+      panels.append((str(metric).rstrip('*').rstrip(':') if str(metric).endswith('*') else str(metric), expanded))
+  name = sanitize(str(config.name) or 'sweep')
+  lines = [f'# {config.name}', '']
+  saved = read_json(os.path.join(workdir, SWEEP_FILE)) or {}
+  now = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+  lines += [f'Generated {now} (regenerate: `python launch.py --workdir={workdir} --mode=report`).', '']
+  if config.claim:
+    lines += [f'**The paper\'s claim:** {config.claim}', '']
+  verdict, check_lines = verdicts(config, means)
+  lines += [f'**Whether our numbers agree:** {verdict}.', '']
+  lines += [f'- {line}' for line in check_lines] + ([''] if check_lines else [])
+  counts = {s: sum(r['status'] == s for r in rows) for s in ('done', 'failed', 'incomplete', 'pending')}
+  lines += ['Points: ' + ', '.join(f'{v} {k}' for k, v in counts.items() if v) + f' of {len(rows)}.', '']
+  figure_files = []
+  if panels and means:
+    png = f'{name}.png'
+    series_axis = str(config.report.series or '')
+    sweep_figures.plot(config, means, panels, os.path.join(workdir, png),
+                       x_order=_x_order(config, str(config.report.x)),
+                       series_order=_x_order(config, series_axis) if series_axis else [''])
+    figure_files.append(png)
+  if config.report.heatmaps:
+    png = f'{name}_heatmaps.png'
+    if sweep_figures.heatmap_grid(config, _heatmap_points(config, all_points, workdir), os.path.join(workdir, png)):
+      figure_files.append(png)
+  lines += ['## Figure', '']
+  for png in figure_files:
+    lines += [f'![{png}]({png})', '']
+  if not figure_files:
+    lines += ['(nothing to plot yet: no point has finished)', '']
+  table_metrics = [c for _, cols in panels for c in cols]
+  lines += [f'## Table (mean ± sample std over finished seeds; every number in {RESULTS_FILE} and {MEANS_FILE})',
+            ''] + _table(config, means, table_metrics) + ['']
+  failed = [r for r in rows if r['status'] != 'done']
+  if failed:
+    lines += ['## Points not finished', '']
+    for r in failed:
+      lines.append(f'- `{r["point"]}`: {r["status"]}' + (f' (see `{r["point"]}/{LOG_FILE}`)'
+                                                         if r['status'] in ('failed', 'incomplete') else ''))
+    lines.append('')
+  machines = {}
+  for p in all_points:
+    status = read_json(os.path.join(workdir, p.name, STATUS_FILE)) or {}
+    if status.get('machine'):
+      m = status['machine']
+      key = f'{m.get("host")}: {m.get("cpu")}, {m.get("cores")} cores' + (
+          f', {", ".join(m["gpus"])}' if m.get('gpus') else ', no GPU')
+      machines.setdefault(key, []).append(status.get('updated', ''))
+  lines += ['## Machine and date', '']
+  if not machines:
+    lines.append(f'- not recorded (no point has a {STATUS_FILE} written by --mode=sweep)')
+  for key, dates in machines.items():
+    dates = sorted(d for d in dates if d)
+    lines.append(f'- {key}; points finished {dates[0]} – {dates[-1]}' if dates else f'- {key}')
+  walls = [number(r.get('wall_time_s')) for r in rows if r['status'] == 'done']
+  walls = [w for w in walls if w is not None]
+  if walls:
+    lines.append(f'- wall time per point (train + analysis): {min(walls):.0f}–{max(walls):.0f} s, '
+                 f'{sum(walls) / 60:.1f} min in all')
+  lines += ['', '## Commands', '', 'The sweep (from the repository root):', '', '```bash']
+  lines += list(saved.get('commands', [])) or [f'# not recorded ({SWEEP_FILE} has no sweep command)']
+  lines += ['```', '', '<details><summary>Every point\'s commands</summary>', '', '```bash']
+  for p in all_points:
+    point_dir = os.path.join(workdir, p.name)
+    lines.append(display_command(train_command(p, point_dir)))
+    if config.analyze:
+      lines.append(display_command(analyze_command(p, point_dir)))
+  lines += ['```', '', '</details>', '']
+  path = os.path.join(workdir, REPORT_FILE)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write('\n'.join(lines))
+  os.replace(path + '.tmp', path)
+  return path
+
