@@ -9,10 +9,9 @@ Then the nuisance probe (a softmax regression on the frozen noisy representation
   python launch.py --workdir=workdirs/occluded_info --mode=analyze
 Variants:
   :smoke  a tiny CPU run on 512 proxy images (a minute).
-  :cpu    25 % filters, 10 000 training / 2 000 test proxy images, 20 epochs (lr ×0.1 at 15): 390 s on a 2-core
-          CPU on one device with the CPU speed-ups (283 s with --host_devices=2 and huge pages for malloc, the
-          launcher's defaults until 2026-12-02), analysis 34 s (2026-11-30, β 3: 41.0 % / 48.7 % test error D / N,
-          nuisance probe at chance, 89.8 %; benchmarks/RESULTS.md, "Training runs").
+  :cpu    25 % filters, 10 000 training / 2 000 test proxy images, 20 epochs (lr ×0.1 at 15): 366 s on a 2-core
+          AMD EPYC CPU, one device, CPU speed-ups on; analysis 124 s (2026-12-02, β 3: 40.1 % / 46.6 % test error
+          D / N; nuisance probe on block2_pool at chance, 88.3 % against 88.65 %; benchmarks/RESULTS.md).
 Expected time: as configs/cifar_info.py (309 s for 200 epochs on one H100, measured on plain CIFAR-10).
 Expected result (paper Fig. 4): as β grows the main-task error stays about level while the nuisance error of a
 probe on the representation rises towards chance (90 %): the representation forgets the digit. Not yet reproduced here.

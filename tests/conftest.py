@@ -32,9 +32,17 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+# CI sets this: there the data is always beside the checkout, so a test that would skip for lack of it is a failure
+# (coverage must not disappear silently).
+REQUIRE_DATA_ENV = 'INFODROP_REQUIRE_DATA'
+
+
 @pytest.fixture(scope="session")
 def shared_data():
-  """Path to ../shared/data; skips the test when it is not beside the checkout."""
-  if not SHARED_DATA.is_dir():
-    pytest.skip(f"real data not found at {SHARED_DATA} (expected ../shared/data beside the repo)")
+  """Path to ../shared/data; skips the test when it is not beside the checkout (fails under INFODROP_REQUIRE_DATA=1)."""
+  if not (SHARED_DATA.is_dir() and any(SHARED_DATA.iterdir())):
+    message = f"real data not found at {SHARED_DATA} (expected ../shared/data beside the repo)"
+    if os.environ.get(REQUIRE_DATA_ENV) == '1':
+      pytest.fail(f'{message}, and {REQUIRE_DATA_ENV}=1 says it must be there.')
+    pytest.skip(message)
   return SHARED_DATA

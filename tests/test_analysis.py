@@ -13,6 +13,7 @@ from infodrop_jax import analysis
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import models
 from infodrop_jax import train
+from infodrop_jax.analysis import figures
 from infodrop_jax.analysis import stats
 from infodrop_jax.data import preprocess
 from infodrop_jax.data.splits import DatasetSplits, Split
@@ -291,3 +292,78 @@ def test_launch_analyze_reports_errors_without_a_traceback(tmp_path):
   assert result.returncode == 1
   assert 'error: ' in result.stderr and 'config.json not found' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+# --- a trained boxed run: analysis.json's localisation recomputed from its own heatmaps --------------------------
+
+
+@pytest.fixture(scope='module')
+def boxed_run_all_maps(boxed_run):
+  """The boxed run's heatmaps analysed again with num_images = the whole test split (into analysis_all_maps/), so
+  heatmaps.npz holds the maps of exactly the images analysis.json's localisation averages over."""
+  workdir, model, splits, _, _ = boxed_run
+  options = _options(only='heatmaps', num_images=len(splits.test), output_subdir='analysis_all_maps')
+  with pytest.MonkeyPatch.context() as patch:
+    # A 96-row figure takes longer than the rest of the analysis; the numbers do not depend on it.
+    patch.setattr(figures, 'heatmaps', lambda path, *args, **kwargs: open(path, 'wb').close())
+    analysis.analyze(workdir, options=options, model=model, splits=splits, log=lambda _: None)
+  with open(os.path.join(workdir, 'analysis_all_maps', 'analysis.json'), encoding='utf-8') as f:
+    saved = json.load(f)
+  with np.load(os.path.join(workdir, 'analysis_all_maps', 'heatmaps.npz')) as npz:
+    arrays = dict(npz)
+  return splits, saved, arrays
+
+
+def _boxes_from_pixels(images):
+  """(y0, x0, y1, x1), end exclusive, of each image's bright square (pixels >= 80; the noise is below 40)."""
+  bright = images[..., 0] >= 80
+  rows, cols = bright.any(axis=2), bright.any(axis=1)
+  first = lambda mask: mask.argmax(axis=1)
+  end = lambda mask: mask.shape[1] - mask[:, ::-1].argmax(axis=1)
+  return np.stack([first(rows), first(cols), end(rows), end(cols)], axis=1)
+
+
+def _recompute(maps, boxes, height, width, transpose_peak=False):
+  """mass in box and pointing, written independently of BoxLocalization (maps whose size divides the input's)."""
+  n, h, w = maps.shape
+  assert height % h == 0 and width % w == 0
+  up = np.repeat(np.repeat(maps.astype(np.float64), height // h, axis=1), width // w, axis=2)
+  up -= up.min(axis=(1, 2), keepdims=True)
+  mass, hit = [], []
+  for m, u, (y0, x0, y1, x1) in zip(maps, up, boxes):
+    assert u.sum() > 0
+    mass.append(u[y0:y1, x0:x1].sum() / u.sum())
+    r, c = np.unravel_index(np.argmax(m), m.shape)
+    if transpose_peak:
+      r, c = c, r
+    cy, cx = (r + 0.5) * height / h, (c + 0.5) * width / w
+    hit.append(y0 <= cy < y1 and x0 <= cx < x1)
+  return float(np.mean(mass)), float(np.mean(hit))
+
+
+def test_trained_run_localisation_equals_a_recomputation_from_its_heatmaps(boxed_run_all_maps):
+  splits, saved, arrays = boxed_run_all_maps
+  test = splits.test
+  n, height, width = len(test), test.images.shape[1], test.images.shape[2]
+  boxes = _boxes_from_pixels(test.images)  # the squares as drawn, whatever order bbox is stored in
+  np.testing.assert_array_equal(test.extras['bbox'], boxes)
+  np.testing.assert_array_equal(arrays['indices'], np.arange(n))
+  np.testing.assert_array_equal(arrays['bbox'], boxes)
+  loc = saved['localization']
+  assert loc['num_images'] == n
+  assert loc['chance'] == pytest.approx(36 / 256, abs=1e-12)  # every box is 6 × 6 on 16 × 16
+  for layer, shape in (('block1_pool/noise', (8, 8)), ('block2_pool/noise', (4, 4))):
+    maps = arrays[layer]
+    assert maps.shape == (n,) + shape
+    mass, pointing = _recompute(maps, boxes, height, width)
+    # heatmaps.npz holds the maps as float32, the analysis used them in float64: the mass agrees to rounding.
+    assert loc['mass_in_box'][layer] == pytest.approx(mass, abs=1e-6), layer
+    # The peak can only move between cells whose values tie in float32.
+    flat = np.sort(maps.reshape(n, -1).astype(np.float64), axis=1)
+    near_ties = int(np.sum(flat[:, -1] - flat[:, -2] <= 1e-6 * np.abs(flat[:, -1])))
+    assert abs(loc['pointing'][layer] - pointing) <= near_ties / n + 1e-12, layer
+    # The comparison can tell the bugs it is meant to catch apart on this run: x and y of the boxes swapped, or row
+    # and column of the peak, move the numbers by far more than the tolerances above.
+    swapped_mass, swapped_pointing = _recompute(maps, boxes[:, [1, 0, 3, 2]], height, width)
+    assert abs(swapped_mass - mass) > 1e-3 and swapped_pointing != pointing, layer
+    assert _recompute(maps, boxes, height, width, transpose_peak=True)[1] != pointing, layer

@@ -141,13 +141,17 @@ def test_unwritable_checkpoint_dir_fails_fast(tmp_path, monkeypatch, code, reaso
 
 
 def test_read_only_checkpoint_dir_fails_fast(tmp_path):
+  """A directory the kernel refuses to write to, for root too (permission bits alone do not stop root)."""
+  if not os.path.isdir('/sys'):
+    pytest.skip('no sysfs (not Linux): no directory that even root cannot write to')
+  with pytest.raises(ValueError, match=r"--workdir '/sys' is not a writable directory: permission denied"):
+    checkpoint_lib.check_workdir('/sys')
   directory = tmp_path / 'checkpoints'
   directory.mkdir()
   directory.chmod(0o555)
   try:
-    if os.access(directory, os.W_OK):
-      pytest.skip('permission bits are not enforced for this user (root)')
-    with pytest.raises(ValueError, match='permission denied'):
-      checkpoint_lib.check_workdir(str(tmp_path))
+    if not os.access(directory, os.W_OK):  # Enforced for this user: the same error for the checkpoints directory.
+      with pytest.raises(ValueError, match='permission denied'):
+        checkpoint_lib.check_workdir(str(tmp_path))
   finally:
     directory.chmod(0o755)

@@ -80,36 +80,10 @@ def _launch(tmp_path, *args, devices=None):
                               '--config.train.num_epochs=1', *args, devices=devices)
 
 
-def test_launch_asks_for_the_devices_and_records_them(shared_data, tmp_path):
-  del shared_data
-  result = _launch(tmp_path / 'default')  # No split unless asked for.
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads((tmp_path / 'default' / 'summary.json').read_text())
-  assert (summary['devices'], summary['device_kind'], summary['parallel']) == (1, 'cpu', 'jit')
-  assert summary['cpu_speedups'] is True  # 'auto' on a CPU backend.
-  assert 'on 1 cpu device' in result.stdout
-  result = _launch(tmp_path / 'two', '--host_devices=2')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert json.loads((tmp_path / 'two' / 'summary.json').read_text())['devices'] == 2
-  assert 'on 2 cpu devices' in result.stdout
-  # The user's XLA_FLAGS count wins over the flag.
-  result = _launch(tmp_path / 'user', '--host_devices=2', devices=4)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert json.loads((tmp_path / 'user' / 'summary.json').read_text())['devices'] == 4
-
-
-def test_launch_rejects_a_bad_host_device_count(tmp_path):
-  result = _launch(tmp_path, '--host_devices=many')
-  assert result.returncode != 0
-  assert "--host_devices = 'many': expected 'auto' or a positive int" in result.stderr
-
-
-def test_the_launcher_neither_restarts_itself_nor_edits_the_environment(shared_data, tmp_path):
-  """A training run in the launcher's own process: an exit handler registered before it runs still fires (a re-exec
-  would have replaced the process), and the environment it ends with is the one it started with (XLA_FLAGS and
-  GLIBC_TUNABLES included, which the launcher used to edit)."""
-  del shared_data
-  wrapper = tmp_path / 'wrapper.py'
+def _launch_in_this_process_watched(workdir, *args):
+  """launch.py run through a wrapper that registers an exit handler first and compares the environment at exit with
+  the one at start: a re-exec would replace the process (the handler never fires), an edit shows as a change."""
+  wrapper = workdir.parent / 'wrapper.py'
   wrapper.write_text(
       'import atexit, os, runpy, sys\n'
       f'sys.path[0] = {str(train_helpers.REPO_ROOT)!r}  # As when launch.py runs itself.\n'
@@ -123,10 +97,38 @@ def test_the_launcher_neither_restarts_itself_nor_edits_the_environment(shared_d
       'runpy.run_path(sys.argv[0], run_name="__main__")\n')
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'GLIBC_TUNABLES')}
   env['JAX_PLATFORMS'] = 'cpu'
-  result = subprocess.run(
-      [sys.executable, str(wrapper), '--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path / "w"}',
-       '--config.train.num_epochs=1', '--config.data.limit=128', '--config.eval.every_epochs=0'],
+  return subprocess.run(
+      [sys.executable, str(wrapper), '--config=configs/mnist_fc.py:smoke', f'--workdir={workdir}',
+       '--config.train.num_epochs=1', *args],
       capture_output=True, text=True, timeout=600, cwd=train_helpers.REPO_ROOT, env=env, check=False)
+
+
+def test_the_launcher_neither_restarts_itself_nor_edits_the_environment_and_records_the_devices(shared_data,
+                                                                                              tmp_path):
+  """By default a training run stays in the launcher's own process with the environment it started with (XLA_FLAGS
+  and GLIBC_TUNABLES included, which the launcher used to edit) on one CPU device; --host_devices=2 splits the CPU
+  into two devices, with the same result. (The user's own XLA_FLAGS count winning over the flag:
+  test_use_host_devices_sets_xla_flags_unless_the_user_did.)"""
+  del shared_data
+  result = _launch_in_this_process_watched(tmp_path / 'default')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'SAME PROCESS, ENVIRONMENT UNCHANGED' in result.stdout, result.stdout[-2000:]
-  assert json.loads((tmp_path / 'w' / 'summary.json').read_text())['devices'] == 1
+  summary = json.loads((tmp_path / 'default' / 'summary.json').read_text())
+  assert (summary['devices'], summary['device_kind'], summary['parallel']) == (1, 'cpu', 'jit')
+  assert summary['cpu_speedups'] is True  # 'auto' on a CPU backend.
+  assert 'on 1 cpu device' in result.stdout
+  result = _launch(tmp_path / 'two', '--host_devices=2', devices=None)
+  assert result.returncode == 0, result.stderr[-3000:]
+  two = json.loads((tmp_path / 'two' / 'summary.json').read_text())
+  assert two['devices'] == 2
+  assert 'on 2 cpu devices' in result.stdout
+  # The batch split over two devices is the same SPMD program (same data order and noise draws): the same result
+  # here, to float rounding (a long run can drift apart, see README).
+  for key in ('test/error_d', 'test/error_n', 'test/ce_d', 'test/ce_n', 'test/kl/hidden1/noise'):
+    assert two[key] == pytest.approx(summary[key], rel=1e-4, abs=1e-6), key
+
+
+def test_launch_rejects_a_bad_host_device_count(tmp_path):
+  result = _launch(tmp_path, '--host_devices=many')
+  assert result.returncode != 0
+  assert "--host_devices = 'many': expected 'auto' or a positive int" in result.stderr

@@ -32,9 +32,9 @@ def _vae(architecture, latent):
 
 CASES = {
     'all_cnn_32 information': lambda: _classifier('all_cnn_32', filter_percentage=0.05, dropout='information'),
-    'all_cnn_32 binary': lambda: _classifier('all_cnn_32', filter_percentage=0.05, dropout='binary'),
     'all_cnn_32 softplus': lambda: _classifier('all_cnn_32', filter_percentage=0.05, activation='softplus'),
     'mlp gaussian': lambda: _classifier('mlp', dropout='gaussian', hidden_sizes=(32, 16)),
+    'mlp binary': lambda: _classifier('mlp', dropout='binary', hidden_sizes=(32, 16)),  # The Bernoulli draws.
     'vae conv gaussian': lambda: _vae('conv', 'gaussian'),
     'vae mlp information': lambda: _vae('mlp', 'information'),
 }

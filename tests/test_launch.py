@@ -1,8 +1,5 @@
-"""launch.py end to end in subprocesses: print, overrides, train then eval, and its error messages."""
-import json
-
-import pytest
-
+"""launch.py end to end in subprocesses: print, overrides, train then eval, and its error messages. (One device
+against two: tests/test_cpu_process.py.)"""
 import train_helpers
 
 _launch = train_helpers.launch
@@ -37,15 +34,3 @@ def test_train_then_eval_on_real_mnist(shared_data, tmp_path):
   result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path / "empty"}', '--mode=eval')
   assert result.returncode == 1 and 'does not exist' in result.stderr
 
-
-def test_one_cpu_device_and_two_give_the_same_result(shared_data, tmp_path):
-  """The batch split over two devices is the same SPMD program: same data order and noise draws, same result."""
-  summaries = []
-  for devices in (1, 2):
-    workdir = tmp_path / f'devices{devices}'
-    result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={workdir}', '--config.train.num_epochs=1',
-                     devices=devices)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summaries.append(json.loads((workdir / 'summary.json').read_text()))
-  for key in ('test/error_d', 'test/error_n', 'test/ce_d', 'test/ce_n', 'test/kl/hidden1/noise'):
-    assert summaries[0][key] == pytest.approx(summaries[1][key], rel=1e-4, abs=1e-6), key

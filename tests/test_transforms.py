@@ -191,7 +191,8 @@ def test_vmap_over_examples_is_the_per_example_call(name):
   else:
     xs, extras = x, case.extra
   mapped = jax.jit(jax.vmap(one))(xs, keys, *extras)
-  looped = jnp.stack([one(xs[i], keys[i], *(e[i] for e in extras)) for i in range(len(keys))])
+  one_jit = jax.jit(one)  # One compile for the loop below (eager op-by-op calls of a conv net are slow).
+  looped = jnp.stack([one_jit(xs[i], keys[i], *(e[i] for e in extras)) for i in range(len(keys))])
   np.testing.assert_allclose(mapped, looped, rtol=1e-5, atol=1e-6)
 
 
@@ -219,7 +220,7 @@ def test_bfloat16_computes_in_bfloat16_with_float32_noise_kl_and_parameters(name
   case = CASES[name]
   module = case.module.clone(dtype=jnp.bfloat16)
   x = case.x()
-  variables = module.init({'params': KEY, 'noise': KEY}, x, **case.call_kwargs(False))
+  variables = jax.jit(functools.partial(module.init, **case.call_kwargs(False)))({'params': KEY, 'noise': KEY}, x)
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables['params']))
 
   def loss(params):

@@ -1,4 +1,5 @@
 """VAEs (infodrop_jax/vae.py): rates, likelihoods, IW bound, Echo's batch rules, the task in the trainer, analysis."""
+import itertools
 import json
 import os
 
@@ -119,25 +120,166 @@ def test_continuous_bernoulli_is_a_normalised_density():
     np.testing.assert_allclose(jnp.trapezoid(density * x, x), mean, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize('latent', ['gaussian', 'information'])
-def test_importance_weighted_bound_is_below_the_elbo(latent):
-  """−log p̂_K ≤ −ELBO (Jensen); for the untrained decoder the posterior gap is tens of nats."""
-  model = _tiny(latent)
-  variables = _init(model)
-  x = X[:6]
-  nll = vae.importance_weighted_nll(model, variables, x, num_samples=300, key=KEY, batch_size=8, chunk_size=64)
-
-  @jax.jit
-  def neg_elbo(key):
-    out, state = model.apply(variables, x, deterministic=False, rngs={'noise': key}, mutable=['kl'])
-    return vae.neg_log_likelihood(out['logits'], x) + kl.kl_per_example(state['kl'])
-
-  elbo_draws = [np.asarray(neg_elbo(jax.random.key(i))) for i in range(20)]
-  assert nll.shape == (6,) and np.all(np.isfinite(nll))
-  assert np.all(nll <= np.mean(elbo_draws, axis=0) + 0.5)
+def test_no_importance_weighted_bound_without_densities():
+  """Echo's q(z|x) has no density: the bound is refused with a clear error (the values are tested below)."""
+  echo_model = _tiny('echo')
   with pytest.raises(ValueError, match='no IW bound'):
-    echo_model = _tiny('echo')
-    vae.importance_weighted_nll(echo_model, _init(echo_model), x, num_samples=2, key=KEY)
+    vae.importance_weighted_nll(echo_model, _init(echo_model), X[:6], num_samples=2, key=KEY)
+
+
+# --- the IW bound against answers known independently: a VAE whose log p(x) is a 1-d integral --------------------
+#
+# 2×2 binary images (all 16 of them) and a 2-d latent whose second dimension the decoder does not read (its row of
+# the first decoder kernel is 0): then p(x) = ∫ p(x|z_0) p(z_0) dz_0, a quadrature over a fine grid with the
+# model's own `decode`, while q and p(z) still have two dimensions for the bound to sum over. On that grid, per
+# image and in float64, numpy gives what the bound must reproduce:
+#   nll = −log p(x);  neg_elbo = E_q[−log w] (= E_q[D] + Σ_d KL_d, also checked);  var_log_w = Var_q[log w];
+#   var_d = Var_q[D];  chi2 = E_q[(w/p(x))²] − 1,
+# with w = p(x|z) p(z)/q(z|x) computed on u = log z for the information latent (z = exp u). For K samples the bound
+# −log p̂_K has mean nll + chi2/(2K) + O(1/K²) and standard deviation √(chi2/K) (delta method), which sets the
+# tolerances. The decoder is scaled up and the encoder's heads set so that q is wider than the posterior (chi2 is
+# finite only when q's tails are heavier than p(z|x)'s) but far from it (the K = 1 gap is several nats).
+
+_BINARY_2X2 = np.array(list(itertools.product((0.0, 1.0), repeat=4)), np.float32).reshape(16, 2, 2, 1)
+
+
+def _np_normal_log_pdf(u, mean, std):
+  return -0.5 * ((u - mean) / std) ** 2 - 0.5 * np.log(2 * np.pi) - np.log(std)
+
+
+def _quadrature_vae(latent):
+  model = vae.VAE((2, 2, 1), latent=latent, latent_size=2, hidden_size=16, max_alpha=3.0)
+  params = jax.tree.map(lambda a: np.array(a, np.float32), _init(model, jnp.asarray(_BINARY_2X2))['params'])
+  for dense in params['decoder'].values():
+    dense['kernel'] *= 3.0
+  params['decoder']['Dense_0']['kernel'][1] = 0.0  # z_1 is not read
+  head = params['latent_layer']
+  if latent == 'gaussian':
+    head['mean']['kernel'] *= np.array([2.0, 0.2], np.float32)
+    head['log_var']['kernel'] *= 0.3
+    head['log_var']['bias'][:] = np.log(1.2**2)
+  else:  # q(u|x) = N(log f, α²) against the learned prior N(μ_p, σ_p²) on u, here away from its init (0, 1)
+    head['signal']['kernel'] *= np.array([1.0, 0.2], np.float32)
+    head['signal']['bias'][:] = 0.5
+    head['alpha']['kernel'] *= 0.3
+    head['alpha']['bias'][:] = -0.4
+    head['noise']['prior_mu'] = np.float32(-0.3)
+    head['noise']['prior_log_sigma'] = np.float32(0.25)
+  return model, {'params': params}
+
+
+def _exact_terms(model, variables, latent):
+  """nll, neg_elbo, var_log_w, var_d, chi2 of the comment above, for each of the 16 images; by numpy quadrature."""
+  if latent == 'gaussian':
+    mu_p, sigma_p = 0.0, 1.0
+  else:
+    noise = variables['params']['latent_layer']['noise']
+    mu_p, sigma_p = float(noise['prior_mu']), float(np.exp(noise['prior_log_sigma']))
+  u = np.linspace(mu_p - 12 * sigma_p, mu_p + 12 * sigma_p, 24001)
+  z = np.stack([u, np.zeros_like(u)], axis=1)
+  z = z if latent == 'gaussian' else np.exp(z)
+  logits = np.asarray(model.apply(variables, jnp.asarray(z, jnp.float32), method=vae.VAE.decode), np.float64)
+  x = _BINARY_2X2[:, None].astype(np.float64)
+  log_px_z = -np.sum(np.logaddexp(0.0, logits[None]) - x * logits[None], axis=(2, 3, 4))  # (16, grid)
+  log_prior = _np_normal_log_pdf(u, mu_p, sigma_p)
+  enc = model.apply(variables, jnp.asarray(_BINARY_2X2), method=vae.VAE.encode)
+  if latent == 'gaussian':
+    loc, scale = np.asarray(enc['mean'], np.float64), np.exp(0.5 * np.asarray(enc['log_var'], np.float64))
+  else:
+    assert np.all(np.asarray(enc['f']) > 1e-4)  # the bound's floor on f is not in play
+    loc, scale = np.log(np.asarray(enc['f'], np.float64)), np.asarray(enc['alpha'], np.float64)
+  log_q = _np_normal_log_pdf(u, loc[..., None], scale[..., None])  # (16, 2, grid)
+  q = np.exp(log_q)
+
+  def integral(log_f):  # ∫ exp(log_f) du, stably
+    top = np.max(log_f, axis=-1)
+    return np.log(np.trapezoid(np.exp(log_f - top[..., None]), u, axis=-1)) + top
+
+  log_px = integral(log_px_z + log_prior)
+  log_w0 = log_px_z + log_prior - log_q[:, 0]  # the read dimension
+  log_w1 = log_prior - log_q[:, 1]  # the other one: p(z_1)/q(z_1|x)
+  mean0, mean1 = np.trapezoid(q[:, 0] * log_w0, u), np.trapezoid(q[:, 1] * log_w1, u)
+  var_log_w = (np.trapezoid(q[:, 0] * log_w0**2, u) - mean0**2) + (np.trapezoid(q[:, 1] * log_w1**2, u) - mean1**2)
+  mean_d = np.trapezoid(q[:, 0] * -log_px_z, u)
+  var_d = np.trapezoid(q[:, 0] * log_px_z**2, u) - mean_d**2
+  chi2 = np.exp(integral(2 * (log_px_z + log_prior) - log_q[:, 0]) - 2 * log_px + integral(2 * log_prior - log_q[:, 1])
+                ) - 1
+  closed_form_kl = np.sum(0.5 * (scale**2 + (loc - mu_p) ** 2) / sigma_p**2 - np.log(scale / sigma_p) - 0.5, axis=1)
+  np.testing.assert_allclose(-(mean0 + mean1), mean_d + closed_form_kl, rtol=1e-9)  # the quadrature itself
+  np.testing.assert_allclose(np.sum(np.exp(log_px)), 1.0, rtol=1e-9)  # p(x) sums to 1 over the 16 images
+  return {'nll': -log_px, 'neg_elbo': -(mean0 + mean1), 'var_log_w': var_log_w, 'var_d': var_d, 'chi2': chi2,
+          'kl': closed_form_kl}
+
+
+@pytest.fixture(scope='module', params=['gaussian', 'information'])
+def quadrature_vae(request):
+  model, variables = _quadrature_vae(request.param)
+  return model, variables, _exact_terms(model, variables, request.param)
+
+
+def _iw_draws(model, variables, num_samples, reps, seed=0):
+  """(reps, 16) independent values of the bound −log p̂_K for each image (each row a fresh draw)."""
+  images = np.tile(_BINARY_2X2, (reps, 1, 1, 1))
+  nll = vae.importance_weighted_nll(model, variables, images, num_samples=num_samples, key=jax.random.key(seed),
+                                    batch_size=len(images), chunk_size=250)
+  return nll.reshape(reps, len(_BINARY_2X2))
+
+
+def test_iw_bound_with_one_sample_is_the_neg_elbo(quadrature_vae):
+  """K = 1: E[−log w] is the −ELBO, which the trainer's D + R (model outputs, 'kl' collection) also estimates."""
+  model, variables, exact = quadrature_vae
+  reps = 2000
+  gap = exact['neg_elbo'] - exact['nll']
+  assert gap.max() > 5.0 and gap.min() > 0  # q is far from the posterior: at K = 1 the bound is nats loose
+
+  iw1 = _iw_draws(model, variables, 1, reps)
+  se = np.sqrt(exact['var_log_w'] / reps)
+  np.testing.assert_array_less(np.abs(iw1.mean(axis=0) - exact['neg_elbo']), 4 * se)
+
+  images = np.tile(_BINARY_2X2, (reps, 1, 1, 1))
+  out, state = _noisy(model, variables, jnp.asarray(images), jax.random.key(7))
+  logits = np.asarray(out['logits'], np.float64)
+  distortion = np.sum(np.logaddexp(0.0, logits) - images * logits, axis=(1, 2, 3)).reshape(reps, 16)
+  rate = np.asarray(kl.kl_per_example(state['kl']), np.float64).reshape(reps, 16)
+  np.testing.assert_allclose(rate, np.broadcast_to(exact['kl'], rate.shape), rtol=1e-5)
+  np.testing.assert_array_less(np.abs((distortion + rate).mean(axis=0) - exact['neg_elbo']),
+                               4 * np.sqrt(exact['var_d'] / reps))
+
+
+def test_iw_bound_does_not_increase_with_k_and_stays_above_log_p(quadrature_vae):
+  """Means over the 16 images of the bound at K = 1, 10, 100: non-increasing (Burda et al., Thm 1), strictly
+  tightening here, and never below the exact mean −log p(x); each comparison at 4 standard errors."""
+  model, variables, exact = quadrature_vae
+  reps = 200
+  means, ses = {}, {}
+  for k in (1, 10, 100):
+    draws = _iw_draws(model, variables, k, reps, seed=k)
+    var = exact['var_log_w'] if k == 1 else draws.var(axis=0, ddof=1)  # exact at K = 1, estimated above
+    means[k], ses[k] = draws.mean(), np.sqrt(np.sum(var / reps)) / draws.shape[1]
+  diff_se = lambda a, b: np.hypot(ses[a], ses[b])
+  assert means[10] <= means[1] + 4 * diff_se(1, 10), means
+  assert means[100] <= means[10] + 4 * diff_se(10, 100), means
+  assert means[1] - means[100] > 4 * diff_se(1, 100) + 1.0, means  # it does tighten, by nats here
+  assert means[100] >= exact['nll'].mean() - 4 * ses[100], (means, exact['nll'].mean())
+  assert abs(means[1] - exact['neg_elbo'].mean()) <= 4 * ses[1], (means, exact['neg_elbo'].mean())
+
+
+def test_iw_bound_converges_to_the_exact_log_likelihood(quadrature_vae):
+  """K = 2000: per image, the mean of 24 independent bounds is −log p(x) + chi2/(2K) within 4 standard errors
+  √(chi2/K/24) (+ 1e-3 for float32), is not below −log p(x) beyond them, and their spread is √(chi2/K). A bound
+  without its −log K would sit log 2000 = 7.6 nats too low."""
+  model, variables, exact = quadrature_vae
+  k, reps = 2000, 24
+  chi2 = exact['chi2']
+  assert np.all(chi2 / k < 0.05), chi2  # the delta method's regime
+  draws = _iw_draws(model, variables, k, reps)
+  sd = np.sqrt(chi2 / k)
+  se = sd / np.sqrt(reps)
+  mean = draws.mean(axis=0)
+  np.testing.assert_array_less(np.abs(mean - (exact['nll'] + chi2 / (2 * k))), 4 * se + 1e-3)
+  np.testing.assert_array_less(exact['nll'] - 4 * se - 1e-3, mean)
+  ratio = draws.std(axis=0, ddof=1) / sd
+  assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio  # k samples per bound, each its own: not reused across chunks
 
 
 # --- Echo: d_max and the batch, −inf log-scales ---------------------------------------------------------------------

@@ -12,8 +12,9 @@ Variants:
   (full)  widths 64/128/256/512/1024 × 5 methods × seeds 0,1,2 = 75 points, 20 epochs each. Time per point:
           about 130 s on a 2-core CPU at w = 512 (measured for mnist_fc) plus about 20 s of analysis; on one H100
           an estimated 30–60 s (600 small steps per epoch; start-up and compilation dominate; not measured).
-  :cpu    widths 64/128/256/512 × 5 methods × seeds 0,1 = 40 points, 5 epochs each (lr ×0.1 at 4): about 40–60 s
-          per point on 2 cores, about 30–40 min in all (estimated from the 130 s of 20 epochs; not timed).
+  :cpu    widths 64/128/256/512 × 5 methods × seeds 0,1 = 40 points, 5 epochs each (lr ×0.1 at 4): 610 s in all
+          with --config.parallel=2 on a 2-core CPU (2026-12-02; about 28 s per point with the analysis), verdict
+          agree (reports/fig3a_mnist_cpu).
   :smoke  2 methods × 1 width (16, 8, 4) × seeds 0,1, 256 examples, 1 epoch: the tests' sweep (seconds per point).
 """
 from __future__ import annotations

@@ -59,12 +59,21 @@ def _is_noise_call(module: nn.Module, method_name: str) -> bool:
 
 
 def _noise_outputs(intermediates: Mapping[str, Any]) -> dict[str, jax.Array]:
-  """'layer/path' → output of each noise module's call, in the order the model ran them."""
+  """'layer/path' → output of each noise module's call, in the order the model ran them.
+
+  Flax fills the collection in the order modules run; `jax.tree_util` would sort the keys instead (so All-CNN-32's
+  `input_dropout` came after `block2_pool/noise`), hence the walk over the dicts as they are.
+  """
   out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates, is_leaf=lambda x: isinstance(x, tuple))[0]:
-    keys = [getattr(p, 'key', None) for p in path]
-    if keys and keys[-1] == '__call__':
-      out['/'.join(keys[:-1])] = leaf[0]
+
+  def walk(node: Mapping[str, Any], path: tuple[str, ...]) -> None:
+    for key, value in node.items():
+      if key == '__call__' and isinstance(value, tuple):
+        out['/'.join(path)] = value[0]
+      elif isinstance(value, Mapping):
+        walk(value, path + (key,))
+
+  walk(intermediates, ())
   return out
 
 
@@ -81,8 +90,12 @@ class _Forward:
       _, state = model.apply(variables, batch['images'], deterministic=deterministic, use_running_average=True,
                              rngs={'noise': noise_key}, mutable=[kl_lib.KL_COLLECTION, 'intermediates'],
                              capture_intermediates=_is_noise_call)
-      return kl_lib.kl_maps_by_layer(state.get(kl_lib.KL_COLLECTION)), _noise_outputs(state.get('intermediates', {}))
+      outputs = _noise_outputs(state.get('intermediates', {}))
+      # jit and eval_shape hand dicts back with sorted keys: keep the run order, recorded while tracing.
+      self.noise_order = tuple(outputs)
+      return kl_lib.kl_maps_by_layer(state.get(kl_lib.KL_COLLECTION)), outputs
 
+    self.noise_order: tuple[str, ...] = ()
     self._fn = run.parallel.jit(forward, static_argnums=3)
 
   def __call__(self, raw_images: np.ndarray, key: jax.Array, deterministic: bool):
@@ -233,7 +246,7 @@ class _Context:
     self.test_split = run.splits.test
     sample_kl, sample_z = jax.eval_shape(lambda x: forward(x, self.root_key, True), self.test_split.images[:2])
     self.kl_shapes = {k: v.shape[1:] for k, v in sample_kl.items()}
-    self.noise_shapes = {k: v.shape[1:] for k, v in sample_z.items()}
+    self.noise_shapes = {k: sample_z[k].shape[1:] for k in forward.noise_order}  # in the order the model runs them
     self.last_noise = list(self.noise_shapes)[-1] if self.noise_shapes else None
 
   # --- applicability ---

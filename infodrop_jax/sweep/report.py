@@ -59,6 +59,29 @@ def _fmt(value: float | None) -> str:
 
 
 def _check_one(config, means, spec, metric) -> tuple[bool | None, str]:
+  """(agrees, the numbers) for one metric column; agrees None = cannot tell. A check may disagree on the values of x
+  that finished, but agrees only when every value of x has finished."""
+  agrees, detail = _check_finished(config, means, spec, metric)
+  if agrees:
+    x = str(spec.get('along', '') or config.report.x)
+    where = _where(spec)
+    if spec.check == 'le':
+      wanted = [_series(means, metric, x, {**where, str(spec.by): spec.a}),
+                _series(means, metric, x, {**where, str(spec.by): spec.b})]
+    elif spec.check == 'above':
+      wanted = [_series(means, metric, x, where), _series(means, str(spec.reference), x, where)]
+    else:
+      wanted = [_series(means, metric, x, where)]
+    order = _x_order(config, x)
+    if spec.check in ('increasing', 'decreasing'):  # the endpoints decide; a middle value does not
+      order = [order[0], order[-1]]
+    missing = [v for v in order if any(v not in s for s in wanted)]
+    if missing:
+      return None, f'{detail}; not finished at {x}={", ".join(missing)}'
+  return agrees, detail
+
+
+def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
   """(agrees, the numbers) for one metric column; agrees None = cannot tell."""
   kind = spec.check
   x = str(spec.get('along', '') or config.report.x)
@@ -93,8 +116,9 @@ def _check_one(config, means, spec, metric) -> tuple[bool | None, str]:
   if kind == 'interior_min':
     if len(xs) < 3:
       return None, f'{metric}: fewer than three values of {x} finished'
-    best = min(xs, key=lambda v: series[v])
-    return best not in (xs[0], xs[-1]), (f'{metric} is lowest at {x}={best} '
+    lowest = min(series[v] for v in xs)
+    best = ', '.join(v for v in xs if series[v] == lowest)
+    return series[xs[0]] > lowest and series[xs[-1]] > lowest, (f'{metric} is lowest at {x}={best} '
                                          f'(all: {", ".join(f"{v}: {_fmt(series[v])}" for v in xs)})')
   if kind == 'above':
     ref = _series(means, str(spec.reference), x, where)
@@ -107,6 +131,16 @@ def _check_one(config, means, spec, metric) -> tuple[bool | None, str]:
   raise SweepError(f'expect: unknown check {kind!r}; expected one of {CHECKS}.')
 
 
+# What each check kind means (an `expect` entry names one; `tolerance` is a margin in the metric's units):
+#   le            metric at by=a ≤ at by=b (+ tolerance) at every value of x: ties agree.
+#   increasing    the value at the last x > at the first (+ tolerance): the endpoints decide, ties disagree.
+#   decreasing    the value at the last x < at the first (− tolerance): ties disagree.
+#   range_le      (max − min) / |mean| over x ≤ tolerance.
+#   interior_min  the lowest value lies at neither end of x (three values of x at least); a tie with an end
+#                 disagrees.
+#   above         metric > `reference` (+ tolerance) at every x: ties disagree.
+# `metric` may be 'prefix:*' (every such column) with `mode` 'all' (default) or 'any'. A check disagrees on what
+# finished, but agrees only when every value of x it needs finished; otherwise it cannot tell.
 CHECKS = ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above')
 
 
@@ -119,11 +153,12 @@ def verdicts(config: ml_collections.ConfigDict, means: list[dict[str, Any]]) -> 
     mode = str(spec.get('mode', 'all') or 'all')
     metrics = _expand(str(spec.metric), columns)
     results = [(m, *_check_one(config, means, spec, m)) for m in metrics] if metrics else []
-    known = [r for r in results if r[1] is not None]
-    if not known:
-      outcome = None
+    decided = [r[1] for r in results if r[1] is not None]
+    undecided = len(decided) < len(results) or not results
+    if mode == 'all':
+      outcome = False if False in decided else None if undecided else True
     else:
-      outcome = (all if mode == 'all' else any)(r[1] for r in known)
+      outcome = True if True in decided else None if undecided else False
     outcomes.append(outcome)
     word = {True: 'agrees', False: 'disagrees', None: 'cannot tell'}[outcome]
     detail = ' | '.join(r[2] for r in results) or f'no column matches {spec.metric}'
@@ -133,8 +168,8 @@ def verdicts(config: ml_collections.ConfigDict, means: list[dict[str, Any]]) -> 
     return 'no check declared', lines
   agree, disagree = outcomes.count(True), outcomes.count(False)
   unknown = len(outcomes) - agree - disagree
-  word = ('agree' if agree == len(outcomes) else 'disagree' if disagree == len(outcomes)
-          else 'cannot tell' if unknown == len(outcomes) else 'partly')
+  word = ('agree' if agree == len(outcomes) else 'cannot tell' if unknown == len(outcomes)
+          else 'partly' if agree else 'disagree')
   return f'{word} ({agree} of {len(outcomes)} checks agree, {disagree} disagree, {unknown} cannot tell)', lines
 
 
