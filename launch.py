@@ -76,7 +76,9 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
       raise app.UsageError(str(e)) from e
   # Imported here so that --print_config and flag errors never initialise JAX.
+  from infodrop_jax import ownership  # pylint: disable=g-import-not-at-top
   from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
+  from infodrop_jax import stopping  # pylint: disable=g-import-not-at-top
   from infodrop_jax import train  # pylint: disable=g-import-not-at-top
   try:
     if _MODE.value == 'analyze':
@@ -88,7 +90,10 @@ def main(argv: list[str]) -> None:
       train.train_and_evaluate(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     else:
       train.evaluate_checkpoint(config, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError) as e:
+  except stopping.StopRequested as stop:
+    print(stop, file=sys.stderr)
+    sys.exit(stop.exit_code)
+  except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError, ownership.WorkdirBusyError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 

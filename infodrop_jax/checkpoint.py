@@ -69,6 +69,16 @@ def check_workdir(workdir: str) -> None:
                       f'move the {CHECKPOINT_DIR!r} entry out of the way.')
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a finished checkpoint step (orbax names them by their step; unfinished ones carry a
+  temporary suffix). Reads the directory only: no orbax manager."""
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  try:
+    return any(name.isdigit() and os.path.isdir(os.path.join(directory, name)) for name in os.listdir(directory))
+  except OSError:
+    return False
+
+
 class CorruptCheckpointError(ValueError):
   """A checkpoint step that cannot be read back (truncated, empty or partly deleted)."""
 

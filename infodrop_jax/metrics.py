@@ -73,20 +73,28 @@ class MetricWriter:
   """Writes scalars to `workdir/metrics.jsonl` and (optionally) TensorBoard event files under `workdir/tensorboard`."""
 
   def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int = 0):
-    """Opens the writers; `resume_step` > 0 first drops what a crashed run logged after that checkpointed step.
+    """Opens the writers; first drops what an earlier attempt logged after `resume_step`, the checkpointed step
+    training continues from (0: a fresh start, which drops every record: the run logs them all again).
 
     A resumed run recomputes those steps exactly, so keeping the old records would log them twice.
+    `discarded_up_to` is the last step a fresh start dropped (None if it dropped nothing).
     """
     self.active = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
     self._logged: dict[int, set[str]] = {}
+    self.discarded_up_to: int | None = None
     if not self.active:
       return
     path = os.path.join(workdir, METRICS_FILE)
+    purge_step = resume_step + 1 if resume_step else None
     if os.path.exists(path):
-      # A torn last line goes even on a fresh start: the next record would otherwise be appended to it.
-      drop_records_after(path, resume_step or None)
+      if not resume_step:
+        steps = [json.loads(line)['step'] for line in read_records(path)]
+        if steps:
+          self.discarded_up_to, purge_step = max(steps), 0
+      # (A torn last line goes on a resume too: the next record would otherwise be appended to it.)
+      drop_records_after(path, resume_step if resume_step else -1)
       for line in read_records(path):
         record = json.loads(line)
         self._logged.setdefault(int(record.pop('step')), set()).update(record)
@@ -97,9 +105,8 @@ class MetricWriter:
       except ImportError as e:
         raise ImportError('config.logging.tensorboard is True but tensorboardX is not installed '
                           '(pip install tensorboardX), or set --config.logging.tensorboard=False.') from e
-      # purge_step hides the crashed run's events from resume_step + 1 on in TensorBoard.
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
-                                            purge_step=resume_step + 1 if resume_step else None)
+      # purge_step hides the earlier attempt's events from resume_step + 1 on (all, on a fresh start) in TensorBoard.
+      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=purge_step)
 
   def logged(self, step: int) -> frozenset[str]:
     """The keys metrics.jsonl holds for `step` (kept from before a resume, or written since); empty on processes

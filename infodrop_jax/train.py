@@ -49,7 +49,9 @@ from infodrop_jax import information_plane
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import metrics as metrics_lib
 from infodrop_jax import optim
+from infodrop_jax import ownership
 from infodrop_jax import parallel as parallel_lib
+from infodrop_jax import stopping
 from infodrop_jax import tasks
 from infodrop_jax.cpu import convolution as cpu_convolution
 from infodrop_jax.cpu import xla as cpu_xla
@@ -512,9 +514,11 @@ def _raise_non_finite(metrics: Mapping[str, np.ndarray], first_step: int, checkp
     checkpointer.wait()
     # Every task's loss terms (classification: ce, beta_lz; VAE: distortion, rate) beside the step's norms.
     values = ', '.join(f'{k}={v[i]}' for k, v in metrics.items() if not k.startswith(('kl/', 'learning_rate')))
-    raise FloatingPointError(
-        f'non-finite training at step {first_step + i + 1} ({values}); training stopped. The last good checkpoint '
-        f'is step {checkpointer.latest_step()} in {checkpointer.directory}.')
+    latest = checkpointer.latest_step()
+    saved = (f'The last good checkpoint is step {latest} in {checkpointer.directory}.' if latest is not None else
+             'No checkpoint was saved before it, so there is nothing to resume: change the config (e.g. a smaller '
+             'learning rate) and run the same command again; the run starts afresh.')
+    raise FloatingPointError(f'non-finite training at step {first_step + i + 1} ({values}); training stopped. {saved}')
 
 
 # --- hooks: periodic extras the loop calls ---------------------------------------------------------------------
@@ -588,11 +592,12 @@ def check_config_change(config: ml_collections.ConfigDict, workdir: str, allow_c
 
   Raises ValueError naming them, unless `allow_config_change`. Fields that cannot change the result (logging,
   checkpointing, device layout, evaluation batch size and frequency, ...; `config_diff.RESUME_FREE_FIELDS`) may
-  differ freely, and `train.num_epochs` may be raised to train longer.
+  differ freely, and `train.num_epochs` may be raised to train longer. A workdir without a checkpoint has nothing to
+  continue: any config starts it afresh.
   """
   saved = _saved_config(workdir)
-  if saved is None:
-    return []
+  if saved is None or not checkpoint_lib.has_checkpoint(workdir):
+    return []  # Nothing was saved: a new start with this config, not a continuation.
   differ = config_diff.differences(config, saved, free=config_diff.RESUME_FREE_FIELDS)
   if differ and not allow_config_change:
     raise ValueError(
@@ -668,6 +673,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   returned. Resuming with a config that differs from `workdir/config.json` in a field that changes the result is
   refused (ValueError naming the fields) unless `allow_config_change`; see `check_config_change`.
 
+  One process owns `workdir` while it trains: another raises `ownership.WorkdirBusyError` naming it. In a
+  single-process run SIGTERM and SIGINT stop at the next chunk of steps with a checkpoint saved, raising
+  `stopping.StopRequested` (a second signal stops at once).
+
   Args:
     config: the experiment config (see configs/base.py).
     workdir: checkpoints, metrics.jsonl, TensorBoard events, config.json and summary.json go here.
@@ -682,20 +691,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   """
   start_time = time.perf_counter()
   validate_config(config, task=task)
-  changed = check_config_change(config, workdir, allow_config_change)
-  finished = _finished_summary(config, workdir)
-  if finished is not None:
-    if jax.process_index() == 0:
-      print(f'The run in {workdir} already finished ({finished["steps"]} steps, {finished["epochs"]:g} epochs); '
-            f'nothing to do. Its summary is {os.path.join(workdir, metrics_lib.SUMMARY_FILE)} (raise '
-            '--config.train.num_epochs to train longer, or use another --workdir).', flush=True)
-      if 'test/error_d' in finished:  # format_summary reads the classification results.
-        print(metrics_lib.format_summary(finished), flush=True)
-    return finished
-  # A start that fails before training (bad data, bad hook settings) leaves no empty workdir behind.
+  # A start that fails before training (bad data, bad hook settings, a busy workdir) leaves no empty workdir behind.
   created = [d for d in (workdir, os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)) if not os.path.exists(d)]
+  try:
+    checkpoint_lib.check_workdir(workdir)
+    lock = ownership.acquire(workdir) if jax.process_index() == 0 else None
+  except BaseException:
+    _remove_empty_dirs(created)
+    raise
+  try:
+    return _train_and_evaluate_owned(config, workdir, start_time, created, lock, model=model, splits=splits,
+                                     task=task, hooks=hooks, allow_config_change=allow_config_change)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate_owned(config: ml_collections.ConfigDict, workdir: str, start_time: float,
+                              created: list[str], lock: ownership.WorkdirLock | None, *, model: nn.Module | None,
+                              splits: Any | None, task: tasks.Task | None, hooks: list[Hook] | None,
+                              allow_config_change: bool) -> dict[str, Any]:
+  """train_and_evaluate once `workdir` is this process's (`lock`; None on processes other than 0)."""
   run = None
   try:
+    changed = check_config_change(config, workdir, allow_config_change)
+    finished = _finished_summary(config, workdir)
+    if finished is not None:
+      if jax.process_index() == 0:
+        print(f'The run in {workdir} already finished ({finished["steps"]} steps, {finished["epochs"]:g} epochs); '
+              f'nothing to do. Its summary is {os.path.join(workdir, metrics_lib.SUMMARY_FILE)} (raise '
+              '--config.train.num_epochs to train longer, or use another --workdir).', flush=True)
+        if 'test/error_d' in finished:  # format_summary reads the classification results.
+          print(metrics_lib.format_summary(finished), flush=True)
+      return finished
+    if lock is not None and lock.previous_owner:
+      print(f'The workdir\'s previous owner ({ownership.describe_owner(lock.previous_owner)}) ended without '
+            'releasing it (killed?); this run takes it over.', flush=True)
     run = Run(config, workdir, model=model, splits=splits, task=task)
     hooks = default_hooks(config) if hooks is None else hooks
     for hook in hooks:  # Hooks that depend on the data or the workdir check them before anything compiles.
@@ -710,6 +741,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
   except BaseException:
     if run is not None:
       run.checkpointer.close()
+    if lock is not None:
+      lock.release()
     _remove_empty_dirs(created)
     raise
   if jax.process_index() == 0:
@@ -722,13 +755,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     with open(path, 'w', encoding='utf-8') as f:
       f.write(config.to_json_best_effort(indent=2))
   writer = None
+  # Every process must take part in a save, so only a single-process run turns its signals into a save and a stop.
+  stops = stopping.StopSignals(enabled=jax.process_count() == 1, announce=jax.process_index() == 0)
   try:
+    stops.install()
     state = run.initial_state()
     step = int(jax.device_get(state.step))
     writer = metrics_lib.MetricWriter(workdir, tensorboard=bool(config.logging.tensorboard), resume_step=step)
     run.writer = writer
     if step and jax.process_index() == 0:
       print(f'Resuming from the checkpoint at step {step} in {run.checkpointer.directory}.', flush=True)
+    elif writer.discarded_up_to is not None:
+      print(f'Starting again from step 0: {workdir} has no checkpoint. The earlier attempt\'s records (to step '
+            f'{writer.discarded_up_to}) are dropped from {metrics_lib.METRICS_FILE}.', flush=True)
     state = run.parallel.to_device_layout(state)
     progress = metrics_lib.ProgressBar(run.total_steps, run.train_data.batch_size,
                                        enabled=bool(config.logging.progress_bar))
@@ -746,6 +785,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
     progress.start(step)
     logged_step, logged_time = step, time.perf_counter()
     while step < run.total_steps:
+      if stops.requested is not None:
+        if run.checkpointer.latest_step() != step:
+          run.save(state)
+        run.checkpointer.wait()
+        progress.finish()
+        raise stopping.StopRequested(stops.requested, step, run.checkpointer.directory)
       epoch = step // run.steps_per_epoch
       if epoch != order_epoch:
         order_epoch, order = epoch, run.train_data.order(epoch)
@@ -796,6 +841,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model
       print(metrics_lib.format_summary(summary), flush=True)
     return summary
   finally:
+    stops.restore()
     if writer is not None:
       writer.close()
     run.checkpointer.close()

@@ -15,15 +15,29 @@ def _records(path):
   return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines()]
 
 
-@pytest.mark.parametrize('resume_step', [20, 0])
-def test_torn_last_line_is_dropped_on_resume(tmp_path, resume_step):
+def test_torn_last_line_is_dropped_on_resume(tmp_path):
   path = tmp_path / metrics.METRICS_FILE
   _write_lines(path, [{'step': 10, 'loss': 1.0}, {'step': 20, 'loss': 0.5}], tail='{"step": 30, "lo')
   with pytest.warns(RuntimeWarning, match='torn last line 3'):
-    writer = metrics.MetricWriter(str(tmp_path), tensorboard=False, resume_step=resume_step)
+    writer = metrics.MetricWriter(str(tmp_path), tensorboard=False, resume_step=20)
+  assert writer.discarded_up_to is None
   writer.write(30, {'loss': 0.25})
   writer.close()
   assert [r['step'] for r in _records(path)] == [10, 20, 30]
+
+
+def test_a_fresh_start_drops_the_earlier_attempts_records(tmp_path):
+  """No checkpoint to resume from: the run logs every step again, so the old records go (they would repeat)."""
+  path = tmp_path / metrics.METRICS_FILE
+  _write_lines(path, [{'step': 0, 'test/error_d': 0.9}, {'step': 4, 'loss': 1.0}, {'step': 8, 'loss': 0.5}],
+               tail='{"step": 12, "lo')
+  with pytest.warns(RuntimeWarning, match='torn last line 4'):
+    writer = metrics.MetricWriter(str(tmp_path), tensorboard=False, resume_step=0)
+  assert writer.discarded_up_to == 8 and writer.logged(4) == frozenset()
+  writer.write(4, {'loss': 0.75})
+  writer.close()
+  assert _records(path) == [{'step': 4, 'loss': 0.75}]
+  assert metrics.MetricWriter(str(tmp_path), tensorboard=False, resume_step=4).discarded_up_to is None
 
 
 def test_resume_still_drops_records_past_the_checkpoint(tmp_path):
