@@ -2,7 +2,7 @@
 
   python launch.py --config=configs/cifar_info.py --workdir=workdirs/cifar_info
   python launch.py --config=configs/mnist_fc.py:smoke --workdir=/tmp/w --config.model.dropout=binary
-  python launch.py --config=configs/cifar_info.py --workdir=W --mode=eval     # evaluate the latest checkpoint
+  python launch.py --workdir=W --mode=eval               # the latest checkpoint on the test set (W's config)
   python launch.py --workdir=W --mode=analyze            # figures + numbers of a trained run into W/analysis/
   python launch.py --config=configs/cifar_info.py --print_config              # show the resolved config, exit
   python launch.py --config=configs/sweeps/fig3a_mnist.py:cpu --workdir=W --mode=sweep  # every point, then W/report.md
@@ -26,6 +26,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from infodrop_jax import stopping
 from infodrop_jax.analysis import config as analysis_config
 from infodrop_jax.cpu import process as cpu_process
 
@@ -57,9 +58,11 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax and JAX log every checkpoint step at INFO; keep the console for the progress line and the summary.
   logging.set_verbosity(logging.WARNING)
+  stopping.stop_with_parent()  # Only when a sweep started this process (it names itself in the environment).
   config = _CONFIG.value
-  if config is None and not (_MODE.value in ('analyze', 'report') and _WORKDIR.value):
-    raise app.UsageError('--config is required (except with --mode=analyze, which reads <workdir>/config.json).')
+  if config is None and not (_MODE.value in ('eval', 'analyze', 'report') and _WORKDIR.value):
+    raise app.UsageError('--config is required (except with --mode=eval, analyze or report and a --workdir: they '
+                         'read <workdir>/config.json).')
   if _PRINT_CONFIG.value:
     print(config)
     return
@@ -70,6 +73,13 @@ def main(argv: list[str]) -> None:
     sys.exit(sweep.main(_MODE.value, config, _WORKDIR.value, config_file=config_flags.get_config_filename(
         flags.FLAGS['config']) if config is not None else None, overrides=config_flags.get_override_values(
             flags.FLAGS['config']) if config is not None else None))
+  if _MODE.value == 'eval' and config is None:  # The run's own config.
+    from infodrop_jax import train  # pylint: disable=g-import-not-at-top
+    try:
+      config = train.load_config(_WORKDIR.value)
+    except train.WorkdirError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(1)
   if _MODE.value in ('train', 'eval'):  # Before JAX starts its backends, which read XLA_FLAGS once.
     try:
       cpu_process.use_host_devices(cpu_process.host_devices(config, _HOST_DEVICES.value))
@@ -78,7 +88,6 @@ def main(argv: list[str]) -> None:
   # Imported here so that --print_config and flag errors never initialise JAX.
   from infodrop_jax import ownership  # pylint: disable=g-import-not-at-top
   from infodrop_jax import parallel  # pylint: disable=g-import-not-at-top
-  from infodrop_jax import stopping  # pylint: disable=g-import-not-at-top
   from infodrop_jax import train  # pylint: disable=g-import-not-at-top
   try:
     if _MODE.value == 'analyze':

@@ -48,7 +48,8 @@ def _check_writable_dir(directory: str, what: str, fix: str) -> None:
     raise ValueError(f'{what} {directory!r} is not a writable directory: it is a file, not a directory. {fix}')
   try:
     os.makedirs(directory, exist_ok=True)
-    _write_probe(os.path.join(directory, f'.write_probe_{jax.process_index()}'))
+    # Named per process: two processes starting on one workdir must not remove each other's probe.
+    _write_probe(os.path.join(directory, f'.write_probe_{jax.process_index()}_{os.getpid()}'))
   except OSError as e:
     reason = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is exceeded',
               errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied',

@@ -28,9 +28,10 @@ def test_train_then_eval_on_real_mnist(shared_data, tmp_path):
                    devices=2)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'test error:' in result.stdout and (tmp_path / 'summary.json').exists()
-  result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path}', '--mode=eval', devices=2)
+  trained = [line for line in result.stdout.splitlines() if line.startswith('test error:')]
+  result = _launch(f'--workdir={tmp_path}', '--mode=eval', devices=2)  # No --config: the run's config.json.
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'test error:' in result.stdout and 'steps' in result.stdout
+  assert [line for line in result.stdout.splitlines() if line.startswith('test error:')] == trained
   result = _launch('--config=configs/mnist_fc.py:smoke', f'--workdir={tmp_path / "empty"}', '--mode=eval')
   assert result.returncode == 1 and 'does not exist' in result.stderr
 

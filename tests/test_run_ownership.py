@@ -25,6 +25,7 @@ from infodrop_jax import metrics
 from infodrop_jax import ownership
 from infodrop_jax import stopping
 from infodrop_jax import train
+from infodrop_jax.sweep import files as sweep_files
 
 _HOLD = ('import sys, time\n'
          f'sys.path.insert(0, {str(train_helpers.REPO_ROOT)!r})\n'
@@ -165,3 +166,67 @@ def test_a_failure_before_the_first_checkpoint_says_so_and_a_corrected_rerun_sta
   assert np.isfinite(summary['test/ce_d'])
   with open(tmp_path / train.CONFIG_FILE, encoding='utf-8') as f:
     assert json.load(f)['optim']['lr_drop_factor'] == 0.1
+
+
+# --- a sweep's points stop with it (item 2: a killed sweep left its training running as an orphan) ---
+
+def _long_sweep(work):
+  """A one-point sweep whose training runs until stopped; (process, the point's directory once it trains)."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['JAX_PLATFORMS'] = 'cpu'
+  overrides = ("('data.limit=256','train.num_epochs=10000','eval.every_epochs=0','logging.tensorboard=False',"
+               "'train.checkpoint_every_steps=100000')")
+  process = subprocess.Popen(
+      [sys.executable, str(train_helpers.REPO_ROOT / 'launch.py'), '--config=configs/sweeps/fig3a_mnist.py:smoke',
+       f'--workdir={work}', '--mode=sweep', '--config.max_points=1', '--config.analyze=False',
+       f'--config.overrides={overrides}'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=train_helpers.REPO_ROOT, env=env)
+  deadline = time.monotonic() + 300
+  while True:
+    trained = [p.parent for p in work.glob('*/metrics.jsonl') if _steps(p.parent)]
+    if trained and (trained[0] / ownership.LOCK_FILE).exists():
+      return process, trained[0]
+    if process.poll() is not None or time.monotonic() > deadline:
+      process.kill()
+      raise AssertionError(process.communicate())
+    time.sleep(0.2)
+
+
+def _stopped_training(point):
+  last = (point / sweep_files.LOG_FILE).read_text().strip().splitlines()[-1]
+  assert last.startswith('stopped at step ') and ' on SIGTERM, checkpoint saved in ' in last, last
+  step = int(last.split('stopped at step ')[1].split(' ')[0])
+  assert checkpoint_lib.Checkpointer(str(point), max_to_keep=5, read_only=True).latest_step() == step
+
+
+def test_sigterm_to_a_sweep_stops_its_points_with_a_checkpoint_and_marks_them_stopped(shared_data, tmp_path):
+  del shared_data
+  process, point = _long_sweep(tmp_path)
+  try:
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=200)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert process.returncode == 143, stdout[-3000:]
+  assert f'[sweep] stopped on SIGTERM; the points that were running saved their checkpoints and are marked ' \
+         f'stopped ({point.name}). Run the same command again to resume.' in stdout
+  status = json.loads((point / sweep_files.STATUS_FILE).read_text())
+  assert (status['status'], status['returncode']) == ('stopped', 143)
+  _stopped_training(point)
+  assert not (point / ownership.LOCK_FILE).exists()
+
+
+def test_a_killed_sweep_leaves_no_training_behind(shared_data, tmp_path):
+  del shared_data
+  process, point = _long_sweep(tmp_path)
+  process.kill()  # SIGKILL: the sweep cannot forward anything; the child watches it (stopping.stop_with_parent).
+  process.communicate()
+  deadline = time.monotonic() + 120
+  while (point / ownership.LOCK_FILE).exists():  # Held until the training ends.
+    if time.monotonic() > deadline:
+      orphan = json.loads((point / ownership.LOCK_FILE).read_text())['pid']
+      os.kill(orphan, signal.SIGKILL)  # Not left running after the test.
+      raise AssertionError(f'the training (pid {orphan}) outlived its sweep')
+    time.sleep(0.2)
+  _stopped_training(point)

@@ -17,12 +17,14 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_collections
 
+from infodrop_jax import stopping
 from infodrop_jax.cpu import process as cpu_process
 from infodrop_jax.sweep.commands import (analyze_command, display_command, done_record, is_finished, log_tail,
                                          train_command)
@@ -91,6 +93,25 @@ class Slot:
     return lambda: os.sched_setaffinity(0, cpus)
 
 
+class SweepStopped(Exception):
+  """The sweep process got SIGTERM or SIGINT; its running points were stopped (each saved a checkpoint)."""
+
+  def __init__(self, signum: int, stopped: list[str]):
+    self.signum, self.stopped = signum, stopped
+    names = ', '.join(stopped) if stopped else 'none was running'
+    super().__init__(f'[sweep] stopped on {signal.Signals(signum).name}; the points that were running saved their '
+                     f'checkpoints and are marked stopped ({names}). Run the same command again to resume.')
+
+  @property
+  def exit_code(self) -> int:
+    return 128 + self.signum
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+  del frame
+  raise SweepStopped(signum, [])
+
+
 def plan_slots(parallel: int, env: Mapping[str, str] | None = None, cpus: list[int] | None = None,
                gpus: list[str] | None = None) -> list[Slot]:
   """`parallel` shares of this machine's CPU cores (and GPUs, if any): each run sees only its own."""
@@ -155,8 +176,13 @@ class _Job:
   stage_start: float
 
 
+# How long a stopped sweep waits for a running point to save its checkpoint and exit before killing it.
+STOP_TIMEOUT_S = 300
+
+
 class Runner:
-  """Runs the unfinished points, `parallel` at a time, each train then analyze, as subprocesses."""
+  """Runs the unfinished points, `parallel` at a time, each train then analyze, as subprocesses. SIGTERM or SIGINT
+  to the sweep stops them (each saves a checkpoint), marks them 'stopped' and raises `SweepStopped`."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, out: Callable[[str], None] = print):
     self.config, self.workdir, self.out = config, os.path.abspath(workdir), out
@@ -172,7 +198,9 @@ class Runner:
     stamp = datetime.datetime.now().isoformat(timespec='seconds')
     log.write(f'\n### {stamp} sweep: {stage} on {slot.describe()}\n### {" ".join(shlex.quote(a) for a in command)}\n')
     log.flush()
-    env = {**os.environ, **slot.env, 'PYTHONUNBUFFERED': '1'}
+    # The child stops (a trainer saves first) when this process dies, however it dies: no orphan keeps training a
+    # point that a re-run of the sweep would start again (stopping.stop_with_parent, called by launch.py).
+    env = {**os.environ, **slot.env, 'PYTHONUNBUFFERED': '1', stopping.PARENT_ENV: str(os.getpid())}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                cwd=str(REPO_ROOT), preexec_fn=slot.preexec())  # pylint: disable=subprocess-popen-preexec-fn
     self._status(point, 'running', stage=stage, start=start, slot=slot.describe())
@@ -192,6 +220,8 @@ class Runner:
     free = list(slots)
     jobs: list[_Job] = []
     result: dict[str, list[Point]] = {'done': [], 'failed': []}
+    previous = (signal.signal(signal.SIGTERM, _raise_stop)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
       while queue or jobs:
         while queue and free:
@@ -231,16 +261,25 @@ class Runner:
             result['failed'].append(job.point)
             self.out(f'[sweep] FAILED {job.point.name}: {job.stage} exited with status {rc}; the last lines of '
                      f'{log_path}:\n' + ''.join(f'    {line}\n' for line in tail.rstrip('\n').split('\n')))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SweepStopped) as stop:
+      # Each trainer saves a checkpoint on SIGTERM and stops at its next chunk of steps (infodrop_jax/stopping.py).
       for job in jobs:
-        job.process.send_signal(signal.SIGTERM)
+        if job.process.poll() is None:
+          job.process.send_signal(signal.SIGTERM)
       for job in jobs:
         try:
-          job.process.wait(timeout=30)
+          rc = job.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
           job.process.kill()
+          rc = job.process.wait()
         job.log.close()
-      raise
+        self._status(job.point, 'stopped', stage=job.stage, returncode=rc, start=job.start,
+                     wall_time_s=time.time() - job.start)
+      signum = stop.signum if isinstance(stop, SweepStopped) else int(signal.SIGINT)
+      raise SweepStopped(signum, [job.point.name for job in jobs]) from None
+    finally:
+      if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
     return result
 
 
@@ -263,7 +302,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, command: str =
       f'{config.parallel} at a time')
   for p in finished:
     out(f'[sweep] skip  {p.name} (finished)')
-  result = runner.run(todo)
+  try:
+    result = runner.run(todo)
+  except SweepStopped as stop:
+    out(str(stop))
+    return stop.exit_code
   write_results(config, workdir)
   report_path = write_report(config, workdir)
   out(f'[sweep] results: {os.path.join(workdir, RESULTS_FILE)}, {os.path.join(workdir, MEANS_FILE)}; '
