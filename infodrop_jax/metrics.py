@@ -89,15 +89,15 @@ class MetricWriter:
     path = os.path.join(workdir, METRICS_FILE)
     purge_step = resume_step + 1 if resume_step else None
     if os.path.exists(path):
-      if not resume_step:
-        steps = [json.loads(line)['step'] for line in read_records(path)]
-        if steps:
-          self.discarded_up_to, purge_step = max(steps), 0
+      records = [json.loads(line) for line in read_records(path)]
+      if not resume_step and records:
+        self.discarded_up_to, purge_step = max(r['step'] for r in records), 0
       # (A torn last line goes on a resume too: the next record would otherwise be appended to it.)
       drop_records_after(path, resume_step if resume_step else -1)
-      for line in read_records(path):
-        record = json.loads(line)
-        self._logged.setdefault(int(record.pop('step')), set()).update(record)
+      for record in records:
+        step = int(record.pop('step'))
+        if resume_step and step <= resume_step:  # What drop_records_after kept.
+          self._logged.setdefault(step, set()).update(record)
     self._jsonl = open(path, 'a', encoding='utf-8')
     if tensorboard:
       try:

@@ -95,8 +95,8 @@ def _launch_in_this_process_watched(workdir, *args):
       'else "CHANGED: " + repr(changed()))))\n'
       f'sys.argv = [{str(train_helpers.REPO_ROOT / "launch.py")!r}] + sys.argv[1:]\n'
       'runpy.run_path(sys.argv[0], run_name="__main__")\n')
-  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'GLIBC_TUNABLES')}
-  env['JAX_PLATFORMS'] = 'cpu'
+  env = train_helpers.launch_env()
+  env.pop('GLIBC_TUNABLES', None)
   return subprocess.run(
       [sys.executable, str(wrapper), '--config=configs/mnist_fc.py:smoke', f'--workdir={workdir}',
        '--config.train.num_epochs=1', *args],

@@ -87,8 +87,7 @@ def test_a_run_holds_its_workdir_only_while_it_trains(tmp_path):
 
 def test_two_trainings_started_together_one_runs_the_other_names_it(shared_data, tmp_path):
   del shared_data
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['JAX_PLATFORMS'] = 'cpu'
+  env = train_helpers.launch_env()
   command = [sys.executable, str(train_helpers.REPO_ROOT / 'launch.py'), '--config=configs/mnist_fc.py:smoke',
              f'--workdir={tmp_path}', '--config.train.num_epochs=2']
   processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -106,8 +105,7 @@ def test_two_trainings_started_together_one_runs_the_other_names_it(shared_data,
 
 def test_sigterm_saves_a_checkpoint_prints_one_line_and_exits_143(shared_data, tmp_path):
   del shared_data
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['JAX_PLATFORMS'] = 'cpu'
+  env = train_helpers.launch_env()
   process = subprocess.Popen(
       [sys.executable, str(train_helpers.REPO_ROOT / 'launch.py'), '--config=configs/mnist_fc.py:smoke',
        f'--workdir={tmp_path}', '--config.train.num_epochs=10000', '--config.train.checkpoint_every_steps=100000',
@@ -172,8 +170,7 @@ def test_a_failure_before_the_first_checkpoint_says_so_and_a_corrected_rerun_sta
 
 def _long_sweep(work):
   """A one-point sweep whose training runs until stopped; (process, the point's directory once it trains)."""
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['JAX_PLATFORMS'] = 'cpu'
+  env = train_helpers.launch_env()
   overrides = ("('data.limit=256','train.num_epochs=10000','eval.every_epochs=0','logging.tensorboard=False',"
                "'train.checkpoint_every_steps=100000')")
   process = subprocess.Popen(

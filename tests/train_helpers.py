@@ -69,14 +69,20 @@ def tiny_config(**train_overrides):
   return config
 
 
-def launch(*args, devices: int | None = 1):
-  """`python launch.py *args` from the repo root on the CPU, with `devices` forced CPU devices (None: XLA_FLAGS
-  unset, so launch.py chooses); the CompletedProcess, output captured."""
+def launch_env(devices: int | None = None) -> dict[str, str]:
+  """The environment for a launch.py subprocess on the CPU: this one's, with `devices` forced CPU devices (None:
+  XLA_FLAGS unset, so launch.py chooses)."""
   import os  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env['JAX_PLATFORMS'] = 'cpu'
   if devices is not None:
     env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  return env
+
+
+def launch(*args, devices: int | None = 1):
+  """`python launch.py *args` from the repo root on the CPU, with `devices` forced CPU devices (None: XLA_FLAGS
+  unset, so launch.py chooses); the CompletedProcess, output captured."""
+  import subprocess  # pylint: disable=g-import-not-at-top
   return subprocess.run([sys.executable, str(REPO_ROOT / 'launch.py'), *args], capture_output=True, text=True,
-                        timeout=600, cwd=REPO_ROOT, env=env, check=False)
+                        timeout=600, cwd=REPO_ROOT, env=launch_env(devices), check=False)
