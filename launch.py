@@ -12,6 +12,10 @@ Training resumes from the latest checkpoint in --workdir; a config that differs 
 field that changes the result is refused unless --allow_config_change, and a finished run is left as it is. Multi-host: --config.distributed.enabled=True (with
 coordinator_address/num_processes/process_id, or from the cluster environment) on every process.
 
+Exit status: 0 done; 1 an error, said in one line; 2 a bad flag or config file; 3 (--mode=sweep) points left to run
+or running in other processes; 75 the workdir is owned by another running process; 128 + N stopped by signal N
+(SIGTERM: 143, Ctrl-C: 130) after saving a checkpoint: run the same command again to resume.
+
 It has no side effects of its own: it neither restarts itself nor edits the environment. The CPU speed-ups are the
 trainer's (`--config.train.cpu_speedups`, infodrop_jax/cpu/); splitting the CPU into several XLA devices is asked
 for explicitly (--host_devices, off by default since it changes float rounding), and huge pages for malloc are an
@@ -26,6 +30,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from infodrop_jax import config_file
 from infodrop_jax import stopping
 from infodrop_jax.analysis import config as analysis_config
 from infodrop_jax.cpu import process as cpu_process
@@ -102,13 +107,21 @@ def main(argv: list[str]) -> None:
   except stopping.StopRequested as stop:
     print(stop, file=sys.stderr)
     sys.exit(stop.exit_code)
-  except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError, ownership.WorkdirBusyError) as e:
+  except ownership.WorkdirBusyError as e:  # Its own status: a sweep tells "another process runs it" from a failure.
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(ownership.BUSY_EXIT_CODE)
+  except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with config override errors (unknown field, wrong type) as one line instead of a trace."""
+  """absl flag parsing, with a bad config file or config override errors (unknown field, wrong type) as one line
+  instead of a trace."""
+  error = config_file.error(argv)
+  if error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -18,7 +18,8 @@ Not an experiment itself. Fields (all overridable as --config.<section>.<field>=
   eval: batch_size, every_epochs (0 = only at the end), bn_reestimate_steps (-1 = one pass over the train set as
     in the original, 0 = off, k = the first k train batches).
   distributed: enabled, coordinator_address, num_processes, process_id (-1: from the environment / cluster).
-  logging: tensorboard, progress_bar.
+  logging: tensorboard, progress_bar, smoke (True in the :smoke variants: the run says that its numbers check the
+    code, not the paper).
   information_plane: capture of I(X;Z) and I(Z;Y) per noisy layer during training (`infodrop_jax.information_plane`):
     enabled (off by default), every_epochs (k: at step 0 and every k epochs), num_examples (M train and M test
     examples, a fixed subset drawn from `seed`, independent of the training keys), num_noise_samples (noisy draws
@@ -52,7 +53,7 @@ def get_base_config(dataset: str, **data_overrides) -> ml_collections.ConfigDict
   config.eval = ml_collections.ConfigDict(dict(batch_size=400, every_epochs=10, bn_reestimate_steps=-1))
   config.distributed = ml_collections.ConfigDict(dict(
       enabled=False, coordinator_address='', num_processes=-1, process_id=-1))
-  config.logging = ml_collections.ConfigDict(dict(tensorboard=True, progress_bar=True))
+  config.logging = ml_collections.ConfigDict(dict(tensorboard=True, progress_bar=True, smoke=False))
   config.information_plane = ml_collections.ConfigDict(dict(
       enabled=False, every_epochs=2, num_examples=1000, num_noise_samples=1, chunk_size=256, seed=0,
       save_representations=False, max_saved_mb=64.0))
@@ -76,6 +77,7 @@ def smoke(config: ml_collections.ConfigDict, *, data_limit: int = 512, batch_siz
   config.eval.bn_reestimate_steps = 4
   config.optim.lr_drop_epochs = tuple(min(e, num_epochs) for e in config.optim.lr_drop_epochs[:1])
   config.logging.progress_bar = False
+  config.logging.smoke = True
   return config
 
 

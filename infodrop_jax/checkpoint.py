@@ -11,7 +11,9 @@ orbax no longer sees it, so nothing is deleted.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging as std_logging
 import os
 import shutil
 import time
@@ -25,10 +27,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from infodrop_jax import ownership
+
 CHECKPOINT_DIR = 'checkpoints'
 # Unreadable checkpoints are moved here, beside (not inside) CHECKPOINT_DIR: orbax treats every integer-named
 # directory in CHECKPOINT_DIR as a step.
 CORRUPT_DIR = 'checkpoints_corrupt'
+# How often a reader lists the steps again when one it was reading was deleted by the training's rotation.
+_ROTATION_RETRIES = 5
 # Enough bytes that a full disk fails the probe rather than the first save, minutes into training.
 _PROBE_BYTES = 1 << 16
 
@@ -80,6 +86,28 @@ def has_checkpoint(workdir: str) -> bool:
     return False
 
 
+# What orbax logs at WARNING for every read-only manager (eval, analyze): that it is read-only, which is what was asked.
+_READ_ONLY_NOTICES = ('CheckpointManagerOptions.read_only=True', 'Given directory is read only')
+
+
+class _DropReadOnlyNotices(std_logging.Filter):
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_READ_ONLY_NOTICES)
+
+
+@contextlib.contextmanager
+def _quiet_read_only_notices():
+  """Drops orbax's read-only notices (and nothing else) while a read-only manager is made."""
+  target = std_logging.getLogger('absl')
+  notice_filter = _DropReadOnlyNotices()
+  target.addFilter(notice_filter)
+  try:
+    yield
+  finally:
+    target.removeFilter(notice_filter)
+
+
 class CorruptCheckpointError(ValueError):
   """A checkpoint step that cannot be read back (truncated, empty or partly deleted)."""
 
@@ -95,8 +123,9 @@ class Checkpointer:
       check_workdir(workdir)
     elif os.path.exists(self.directory) and not os.path.isdir(self.directory):
       raise ValueError(f'The checkpoint directory {self.directory!r} is a file, not a directory.')
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    with _quiet_read_only_notices() if read_only else contextlib.nullcontext():
+      options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only)
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -133,20 +162,34 @@ class Checkpointer:
       CorruptCheckpointError: no checkpoint reads back.
       ValueError: the newest intact checkpoint does not match `template` (another model or optimizer config).
     """
-    steps = sorted(self.all_steps(), reverse=True)
-    if not steps:
-      raise FileNotFoundError(f'no checkpoint in {self.directory}.')
-    bad = []
-    for step in steps:
-      try:
-        state = self._restore_step(template, step)
-      except CorruptCheckpointError as e:
-        bad.append(self._set_aside(step, e))
-        continue
-      if bad:
-        self._manager.reload()
-      return state, step
-    self._manager.reload()
+    # A reader (--mode=analyze, eval) may look while the run's owner saves and deletes old steps: a step that
+    # vanished under it was rotated away, not corrupt, so the list is read again.
+    for _ in range(_ROTATION_RETRIES):
+      steps = sorted(self.all_steps(), reverse=True)
+      if not steps:
+        raise FileNotFoundError(f'no checkpoint in {self.directory}.')
+      bad, rotated = [], False
+      for step in steps:
+        try:
+          state = self._restore_step(template, step)
+        except CorruptCheckpointError as e:
+          if not os.path.isdir(self._step_directory(step)):
+            rotated = True
+            break
+          bad.append(self._set_aside(step, e))
+          continue
+        if bad:
+          self._manager.reload()
+        return state, step
+      self._manager.reload()
+      if not rotated:
+        break
+    owner = ownership.live_owner(os.path.dirname(self.directory))
+    if owner is not None:  # Never advise deleting the checkpoints of a run that is training.
+      raise CorruptCheckpointError(
+          f'No checkpoint in {self.directory} could be read while its run is training '
+          f'({ownership.describe_owner(owner)}): steps {steps} changed or could not be read ({"; ".join(bad)}). '
+          'Run this command again, or after that training ends.')
     raise CorruptCheckpointError(
         f'No checkpoint in {self.directory} can be read; steps {steps} are all corrupt or incomplete '
         f'({"; ".join(bad)}). Delete {self.directory} (and {self.corrupt_directory}) to start the run afresh, or '

@@ -139,8 +139,9 @@ def write_summary(workdir: str, summary: Mapping[str, Any]) -> None:
       json.dump({k: _plain(v) for k, v in summary.items()}, f, indent=2, sort_keys=True)
 
 
-def format_summary(summary: Mapping[str, Any]) -> str:
-  """A few human-readable lines: the test results (classifiers: error D/N and KL per layer), wall time."""
+def format_summary(summary: Mapping[str, Any], *, evaluated_only: bool = False) -> str:
+  """A few human-readable lines: the test results (classifiers: error D/N and KL per layer), wall time (of the
+  training; with `evaluated_only`, of the evaluation of the checkpoint at step `steps`)."""
   lines = []
   if 'test/error_d' in summary:
     lines.append(f"test error: {100 * summary['test/error_d']:.2f} % deterministic (D), "
@@ -152,7 +153,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                and not name.startswith(('test/kl/', 'test/error_')) and isinstance(summary[name], (int, float)))
   on = f" on {summary['devices']} {summary['device_kind']} device{'s' * (summary['devices'] != 1)}" \
       if 'devices' in summary else ''
-  lines.append(f"wall time: {summary['wall_time_s']:.1f} s, {summary['steps']} steps{on}")
+  if evaluated_only:
+    lines.append(f"evaluated the checkpoint at step {summary['steps']} in {summary['wall_time_s']:.1f} s{on}")
+  else:
+    lines.append(f"wall time: {summary['wall_time_s']:.1f} s, {summary['steps']} steps{on}")
   return '\n'.join(lines)
 
 
@@ -196,6 +200,8 @@ class ProgressBar:
       return
     elapsed = now - self._start_time
     done = step - self._start_step
+    if done <= 0:  # Nothing timed yet (the clock restarts after compilation): no speed or ETA to show.
+      return
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = (self.total_steps - step) / rate if rate > 0 else float('inf')
     eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '--:--:--'

@@ -9,15 +9,22 @@ releases it.
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import fcntl
 import json
 import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 LOCK_FILE = '.lock'
+# A sweep's own files (sweep.json, results*.csv, report.md) are written under this lock in the sweep's workdir,
+# held for the seconds a write takes: array tasks running different points of one sweep share them.
+SHARED_FILES_LOCK = '.shared_files.lock'
+# launch.py's exit status when the workdir is owned by another live process (EX_TEMPFAIL: try again later).
+BUSY_EXIT_CODE = 75
 
 
 class WorkdirBusyError(RuntimeError):
@@ -117,3 +124,44 @@ def _read_owner(path: str) -> dict[str, Any] | None:
     return _read_fd(fd)
   finally:
     os.close(fd)
+
+
+def live_owner(workdir: str) -> dict[str, Any] | None:
+  """What the owner of `workdir` wrote of itself if a live process holds its lock (`{}` if it has not written yet),
+  else None. Takes nothing: a free lock is released again at once."""
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except FileNotFoundError:
+    return None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return _read_fd(fd) or {}
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return None
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def shared_files_lock(directory: str, timeout_s: float = 600.0) -> Iterator[None]:
+  """Holds `directory`/.shared_files.lock exclusively while the block writes files that several processes share
+  (a sweep's results and report). Waits for another holder up to `timeout_s`, then raises WorkdirBusyError."""
+  path = os.path.join(directory, SHARED_FILES_LOCK)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    deadline = time.monotonic() + timeout_s
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        if time.monotonic() > deadline:
+          raise WorkdirBusyError(f'{path}: another process has been writing this sweep\'s shared files for over '
+                                 f'{timeout_s:.0f} s; is one hung? (lsof {path} names it.)') from None
+        time.sleep(0.05)
+    yield
+  finally:
+    os.close(fd)  # Closing drops the lock; the file stays (removing it would race a waiter's open).

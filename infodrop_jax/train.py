@@ -657,11 +657,39 @@ def _call_hooks(run: Run, hooks: list[Hook], state: TrainState, step: int, write
 
 
 def _duration(seconds: float) -> str:
+  if seconds < 9.95:
+    return f'{seconds:.2g} s'
   if seconds < 90:
     return f'{seconds:.0f} s'
   if seconds < 90 * 60:
     return f'{seconds / 60:.1f} min'
   return f'{seconds / 3600:.1f} h'
+
+
+def is_smoke(config: ml_collections.ConfigDict) -> bool:
+  """A run of an experiment's :smoke variant (`configs/base.smoke`): it checks that the code runs, not the paper."""
+  return bool(config.logging.get('smoke', False))
+
+
+_SMOKE_NOTE = ('a smoke run (tiny data, model and epochs): its numbers check that the code runs; they are no result '
+               'of the paper\'s. The config without :smoke trains the recipe.')
+
+
+def _start_line(config: ml_collections.ConfigDict, run: Run, workdir: str) -> str:
+  """Once at the start: which data was read (how many examples) and where this run writes."""
+  splits = run.splits
+  origin = f' ({splits.origin})' if splits.origin else ''
+  line = (f'data: {splits.name}, {len(splits.train)} train / {len(splits.test)} test examples{origin}. '
+          f'This run writes {os.path.abspath(workdir)} (config.json, checkpoints/, metrics.jsonl, summary.json).')
+  return f'{line}\nThis is {_SMOKE_NOTE}' if is_smoke(config) else line
+
+
+def _end_lines(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """After the summary: what the numbers are (smoke) and the next command."""
+  lines = [f'(This was {_SMOKE_NOTE})'] if is_smoke(config) else []
+  lines.append(f'Next: python launch.py --workdir={workdir} --mode=analyze   (figures and numbers into '
+               f'{os.path.join(workdir, "analysis")}/)')
+  return '\n'.join(lines)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: nn.Module | None = None,
@@ -763,6 +791,8 @@ def _train_and_evaluate_owned(config: ml_collections.ConfigDict, workdir: str, s
     step = int(jax.device_get(state.step))
     writer = metrics_lib.MetricWriter(workdir, tensorboard=bool(config.logging.tensorboard), resume_step=step)
     run.writer = writer
+    if jax.process_index() == 0:
+      print(_start_line(config, run, workdir), flush=True)
     if step and jax.process_index() == 0:
       print(f'Resuming from the checkpoint at step {step} in {run.checkpointer.directory}.', flush=True)
     elif writer.discarded_up_to is not None:
@@ -805,6 +835,7 @@ def _train_and_evaluate_owned(config: ml_collections.ConfigDict, workdir: str, s
         compiling = False
         print(f'compiled the train step and ran its first {boundary - step} steps in {chunk_seconds:.1f} s.',
               flush=True)
+        progress.start(boundary)  # The speed and ETA count from here: compilation is no part of a step's time.
       elif estimating and compiled:
         estimating = False
         per_epoch = chunk_seconds / (boundary - step) * run.steps_per_epoch
@@ -839,6 +870,7 @@ def _train_and_evaluate_owned(config: ml_collections.ConfigDict, workdir: str, s
     metrics_lib.write_summary(workdir, summary)
     if jax.process_index() == 0:
       print(metrics_lib.format_summary(summary), flush=True)
+      print(_end_lines(config, workdir), flush=True)
     return summary
   finally:
     stops.restore()
@@ -857,7 +889,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, mode
     summary.update(steps=restored.step, wall_time_s=time.perf_counter() - start_time,
                    **restored.run.device_record())
   if jax.process_index() == 0:
-    print(metrics_lib.format_summary(summary), flush=True)
+    print(metrics_lib.format_summary(summary, evaluated_only=True), flush=True)
   return summary
 
 

@@ -124,6 +124,11 @@ def test_info_per_unit_times_units_is_info_per_layer_and_matches_the_evaluation(
   # parameters only for the first layer, so it matches exactly there.
   assert result['info_per_layer']['block1_pool/noise'] == pytest.approx(result['test']['test/kl/block1_pool/noise'],
                                                                          rel=1e-4)
+  # The later layer differs by the noise's Monte Carlo error, which analysis.json states (issue 26, item 14).
+  stderr = result['info_per_layer_stderr']['block2_pool/noise']
+  assert 0 < stderr < 0.1 * result['info_per_layer']['block2_pool/noise']
+  assert abs(result['info_per_layer']['block2_pool/noise'] - result['test']['test/kl/block2_pool/noise']) < 5 * stderr
+  assert 'info_per_layer_stderr' in result['info_note'] and 'test/kl' in result['info_note']
 
 
 def test_localization_numbers_are_fractions(boxed_run):
@@ -367,3 +372,32 @@ def test_trained_run_localisation_equals_a_recomputation_from_its_heatmaps(boxed
     swapped_mass, swapped_pointing = _recompute(maps, boxes[:, [1, 0, 3, 2]], height, width)
     assert abs(swapped_mass - mass) > 1e-3 and swapped_pointing != pointing, layer
     assert _recompute(maps, boxes, height, width, transpose_peak=True)[1] != pointing, layer
+
+
+def test_a_read_only_workdir_is_one_clear_error_before_anything_loads_and_out_dir_writes_elsewhere(
+    mlp_run, tmp_path, monkeypatch):
+  # Issue 26, item 11: --mode=analyze on a read-only workdir was a traceback (Read-only file system: …/analysis).
+  import errno  # pylint: disable=import-outside-toplevel
+  workdir, splits = mlp_run
+  real_makedirs = os.makedirs
+
+  def read_only_under_workdir(path, *args, **kwargs):
+    if os.path.abspath(path).startswith(os.path.abspath(workdir)):
+      raise OSError(errno.EROFS, 'Read-only file system', path)
+    return real_makedirs(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, 'makedirs', read_only_under_workdir)
+  loaded = []
+  monkeypatch.setattr(train, 'restore', lambda *a, **k: loaded.append(1))
+  with pytest.raises(analysis.AnalysisError) as err:
+    analysis.analyze(workdir, options=_options(only='curves'), splits=splits, log=lambda _: None)
+  assert str(err.value) == (f'cannot write the analysis into {os.path.join(workdir, "analysis")}: the file system is '
+                            'read-only. Pass --analysis.out_dir=<a writable directory> to write it elsewhere (the '
+                            'workdir itself is only read).')
+  assert not loaded  # refused before the data or the checkpoint were read
+  monkeypatch.undo()
+  monkeypatch.setattr(os, 'makedirs', read_only_under_workdir)
+  out = tmp_path / 'elsewhere'
+  result = analysis.analyze(workdir, options=_options(only='curves', out_dir=str(out)), splits=splits,
+                            log=lambda _: None)
+  assert (out / 'analysis.json').is_file() and (out / 'curves.png').is_file() and 'curves.png' in result['files']

@@ -155,3 +155,48 @@ def test_read_only_checkpoint_dir_fails_fast(tmp_path):
         checkpoint_lib.check_workdir(str(tmp_path))
   finally:
     directory.chmod(0o755)
+
+
+def test_a_reader_during_rotation_reads_the_newest_step_not_calls_them_corrupt(tmp_path):
+  # Issue 26, item 5: --mode=analyze while the run saved and deleted old steps said the healthy checkpoints were
+  # "all corrupt or incomplete" and advised deleting them.
+  writer = checkpoint_lib.Checkpointer(str(tmp_path), max_to_keep=2)
+  for step in (1, 2):
+    writer.save(_state(step), _CONFIG)
+  writer.wait()
+  reader = checkpoint_lib.Checkpointer(str(tmp_path), max_to_keep=2, read_only=True)
+  assert reader.all_steps() == [1, 2]
+  for step in (3, 4):  # the training goes on: steps 1 and 2 are rotated away under the reader
+    writer.save(_state(step), _CONFIG)
+  writer.wait()
+  assert not (tmp_path / 'checkpoints' / '2').exists()
+  state, step = reader.restore_latest_intact(_state(0))
+  assert step == 4 and int(state.step) == 4
+  np.testing.assert_array_equal(state.params['w'], [4.0, 4.0, 4.0])
+  assert not (tmp_path / checkpoint_lib.CORRUPT_DIR).exists()
+  reader.close()
+  writer.close()
+
+
+def test_unreadable_checkpoints_of_a_run_in_training_are_never_advised_deleted(tmp_path):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  _save_steps(tmp_path, [1, 2])
+  for step in (1, 2):
+    _empty_every_file(tmp_path / 'checkpoints' / str(step))
+  hold = ('import sys, time\nfrom infodrop_jax import ownership\nlock = ownership.acquire(sys.argv[1])\n'
+          'print("locked", flush=True)\ntime.sleep(600)\n')
+  holder = subprocess.Popen([sys.executable, '-c', hold, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    reader = checkpoint_lib.Checkpointer(str(tmp_path), max_to_keep=5, read_only=True)
+    with pytest.warns(RuntimeWarning), pytest.raises(checkpoint_lib.CorruptCheckpointError) as err:
+      reader.restore(_state(0))
+    reader.close()
+  finally:
+    holder.kill()
+    holder.wait()
+  message = str(err.value)
+  assert f'while its run is training (pid {holder.pid} on ' in message and 'Run this command again' in message
+  assert 'Delete' not in message and 'afresh' not in message

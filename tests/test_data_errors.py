@@ -1,7 +1,9 @@
 """Damaged and misplaced data: corrupt files name themselves and the fix, bad cache entries are rebuilt, an explicit
 path that does not hold the data is an error, and a download without network fails fast."""
 import gzip
+import logging
 import pathlib
+import re
 import shutil
 import socket
 import tempfile
@@ -167,3 +169,90 @@ def test_suite_cache_is_private(monkeypatch):
   cache_dir = config_lib.default_cache_dir().resolve()
   assert pathlib.Path(tempfile.gettempdir()).resolve() in cache_dir.parents
   assert pathlib.Path('~/.cache').expanduser().resolve() not in cache_dir.parents
+
+
+# --- what a missing dataset's message says ----------------------------------------------------------------------
+
+_NUMBER_WORDS = {'two': 2, 'three': 3, 'four': 4, 'five': 5}
+
+
+def _no_data_root(monkeypatch, tmp_path):
+  """No $INFODROP_DATA_DIR and no ../shared/data beside the checkout."""
+  monkeypatch.delenv(config_lib.DATA_DIR_ENV)
+  monkeypatch.setattr(config_lib, 'shared_data_dir', lambda: tmp_path / 'shared' / 'data')
+  return tmp_path / 'shared' / 'data'
+
+
+@pytest.mark.parametrize('name', ['mnist', 'fashion_mnist', 'cifar10'])
+def test_not_found_lists_as_many_ways_as_it_says_and_the_offline_folder(tmp_path, monkeypatch, name):
+  shared = _no_data_root(monkeypatch, tmp_path)
+  with pytest.raises(FileNotFoundError) as err:
+    data.load(config_lib.get_config(name))
+  message = str(err.value)
+  (count,) = re.findall(r'Provide it in one of (\w+) ways:', message)
+  ways = re.findall(r'^  (\d+)\. ', message, re.MULTILINE)
+  assert ways == [str(i) for i in range(1, _NUMBER_WORDS[count] + 1)], message
+  # The offline copy's layout (shared/data/README.md): <root>/<name>/ original files, <root>/tfds/ prepared TFDS.
+  for expected in ('../shared/data beside the repository', f'{shared}, absent', f'${config_lib.DATA_DIR_ENV}',
+                   f'original files in {name}/', f'tfds/{name}/<version>/', f'tfds build {name}'):
+    assert expected in message
+  assert ('cifar10_jpeg/cifar10_jpeg.tar' in message) == (name == 'cifar10')
+
+
+def test_not_found_names_the_data_root_that_is_set():
+  with pytest.raises(FileNotFoundError) as err:
+    data.load(config_lib.get_config('mnist'))
+  root = config_lib.default_data_root()
+  assert f'${config_lib.DATA_DIR_ENV} = {root} (set, so ../shared/data beside the repository is not used)' in str(
+      err.value)
+
+
+def test_cifar_proxy_variant_without_data_says_what_is_missing(tmp_path, monkeypatch):
+  from configs import cifar_info  # pylint: disable=import-outside-toplevel
+  shared = _no_data_root(monkeypatch, tmp_path)
+  cfg = cifar_info.get_config('smoke').data  # The lossy JPEG proxy; with no data root the config sets no path.
+  with pytest.raises(FileNotFoundError) as err:
+    data.load(cfg)
+  message = str(err.value)
+  assert 'config.data.path' not in message  # The user never set it.
+  (count,) = re.findall(r'Provide it in one of (\w+) ways:', message)
+  assert re.findall(r'^  (\d+)\. ', message, re.MULTILINE) == ['1', '2'] and count == 'two'
+  for expected in ('No CIFAR-10 to read', 'JPEG proxy', 'cifar10_jpeg/cifar10_jpeg.tar', str(shared),
+                   f'${config_lib.DATA_DIR_ENV} is unset', 'tfds build cifar10', 'config.data.download=True'):
+    assert expected in message
+
+
+def test_source_tfds_on_an_unprepared_data_dir_is_a_message_not_a_key_error():
+  cfg = config_lib.get_config('mnist', source='tfds')  # $TFDS_DATA_DIR: an empty folder.
+  with pytest.raises(FileNotFoundError, match=r"(?s)TFDS could not open a prepared 'mnist'.*config.data.download=True"):
+    data.load(cfg)
+
+
+# --- TFDS's warnings ---------------------------------------------------------------------------------------------
+
+
+def _variant_warnings(caplog):
+  return [r.getMessage() for r in caplog.records if 'Variant folder' in r.getMessage()]
+
+
+def test_reading_the_shared_tfds_data_dir_logs_no_absent_variant_warning(shared_data, tmp_path, monkeypatch, caplog):
+  """'auto' first checks TFDS's default data_dir, which lacks MNIST: TFDS warns about the absent folder (noise)."""
+  from tensorflow_datasets.core import constants  # pylint: disable=import-outside-toplevel
+  root = tmp_path / 'root'
+  root.mkdir()
+  (root / 'tfds').symlink_to(shared_data / 'tfds')  # The data root's TFDS data_dir, without IDX files beside it.
+  monkeypatch.setenv(config_lib.DATA_DIR_ENV, str(root))
+  monkeypatch.delenv('TFDS_DATA_DIR')  # Else the data root's tfds/ is not looked at.
+  monkeypatch.setattr(constants, 'DATA_DIR', str(tmp_path / 'tensorflow_datasets'))  # TFDS's default; absent.
+  with caplog.at_level(logging.WARNING):
+    splits, where = sources.read_base(config_lib.get_config('mnist', limit=20), 'mnist')
+  assert str(root / 'tfds') in where and len(splits['test']) == 20
+  assert 'not prepared' not in where
+  assert not _variant_warnings(caplog)
+
+
+def test_a_version_folder_without_dataset_info_still_warns(tmp_path, caplog):
+  (tmp_path / 'tfds' / 'mnist' / '3.0.1').mkdir(parents=True)  # Half-prepared: worth a warning.
+  with caplog.at_level(logging.WARNING):
+    assert not sources.tfds_prepared('mnist', str(tmp_path / 'tfds'))
+  assert any('has no dataset_info.json' in m for m in _variant_warnings(caplog))

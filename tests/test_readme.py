@@ -39,3 +39,13 @@ def test_parts_example_runs_and_its_batch_norm_syncs_under_pmap():
       variables, x.reshape(-1, 4, 4, 3), deterministic=True, use_running_average=False,
       mutable=['batch_stats', 'kl'])[1]['batch_stats']['bn']['mean']
   np.testing.assert_allclose(means, jnp.broadcast_to(whole, means.shape), rtol=1e-5, atol=1e-6)
+
+
+def test_every_section_the_readme_points_to_exists():
+  # Issue 26, item 14: "see VAEs below" and "information plane (below)" pointed at sections that did not exist.
+  text = README.read_text()
+  headings = {re.sub(r'[^a-z0-9 -]', '', h.strip().lower()).replace(' ', '-')
+              for h in re.findall(r'^#+ (.+)$', text, flags=re.M)}
+  links = re.findall(r'\]\(#([^)]+)\)', text)
+  assert links and not [link for link in links if link not in headings]
+  assert not re.search(r'\(see [^)]* below\)|\((?:[^()]*\s)?below\)', text), 'a "below" with no section named'

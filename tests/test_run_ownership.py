@@ -94,8 +94,8 @@ def test_two_trainings_started_together_one_runs_the_other_names_it(shared_data,
                                 cwd=train_helpers.REPO_ROOT, env=env) for _ in range(2)]
   results = [(p.pid, *p.communicate(timeout=600), p.returncode) for p in processes]
   codes = sorted(r[3] for r in results)
-  assert codes == [0, 1], [(r[3], r[2][-2000:]) for r in results]
-  (winner,), (loser,) = [r for r in results if r[3] == 0], [r for r in results if r[3] == 1]
+  assert codes == [0, ownership.BUSY_EXIT_CODE], [(r[3], r[2][-2000:]) for r in results]
+  (winner,), (loser,) = [r for r in results if r[3] == 0], [r for r in results if r[3] != 0]
   assert loser[2].strip().splitlines() == [loser[2].strip()]  # One line, no traceback.
   assert f'is in use by another run (pid {winner[0]} on ' in loser[2]
   steps = _steps(tmp_path)

@@ -163,12 +163,13 @@ def test_sweep_end_to_end_resumes_and_reports_failures(shared_data, tmp_path):
   assert float(means['information']['test_error_d:mean']) == pytest.approx(sum(errors) / 2)
   assert float(means['information']['test_error_d:std']) == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5)
 
-  # 4. report.md: the claim, a computed verdict, the commands, and only PNGs that exist.
+  # 4. report.md: the claim, the checks' numbers (no verdict: a smoke sweep), the commands, and only PNGs that exist.
   text = (work / 'report.md').read_text()
   images = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
   assert images and all((work / image).is_file() for image in images)
   assert "**The paper's claim:** Information dropout outperforms binary dropout" in text
-  assert re.search(r'\*\*Whether our numbers agree:\*\* (agree|disagree|partly|cannot tell) \(', text)
-  assert '`information_le_binary`' in text and ('**agrees**' in text or '**disagrees**' in text)
+  # A smoke sweep judges nothing: its checks' numbers are listed, marked as no verdict.
+  assert '**Whether our numbers agree:** not judged: a smoke sweep' in text
+  assert '- (smoke, not a verdict) `information_le_binary`' in text and ('**agrees**' in text or '**disagrees**' in text)
   assert f'--config={SMOKE}' in text and '--mode=sweep' in text and 'dropout=bogus,width=16,seed=0' in text
   assert 'Machine and date' in text

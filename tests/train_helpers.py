@@ -1,6 +1,7 @@
 """Shared by the training tests: a tiny model following the models contract, generated splits, tiny configs."""
 from __future__ import annotations
 
+import pathlib
 import sys
 
 import flax.linen as nn
@@ -10,7 +11,7 @@ import numpy as np
 
 from infodrop_jax.data.splits import DatasetSplits, Split
 
-REPO_ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `from configs import ...` inside config files.
   sys.path.insert(0, str(REPO_ROOT))
 
@@ -86,3 +87,12 @@ def launch(*args, devices: int | None = 1):
   import subprocess  # pylint: disable=g-import-not-at-top
   return subprocess.run([sys.executable, str(REPO_ROOT / 'launch.py'), *args], capture_output=True, text=True,
                         timeout=600, cwd=REPO_ROOT, env=launch_env(devices), check=False)
+
+
+def load_module(path: str):
+  """The module of a config file (relative to the repository root), loaded as launch.py would."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, REPO_ROOT / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
     probe_epochs, probe_batch_size, probe_learning_rate: the nuisance probe's softmax regression (Adam).
     histogram_bins: bins of the prior-fit histogram of log z.
     output_subdir: where under the workdir the results go.
+    out_dir: where the results go instead, when not '' (a writable directory: e.g. for a workdir on a read-only
+      file system, or a copy of someone else's run).
   """
   config = ml_collections.ConfigDict()
   config.only = ''
@@ -29,4 +31,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.probe_learning_rate = 1e-3
   config.histogram_bins = 120
   config.output_subdir = 'analysis'
+  config.out_dir = ''
   return config

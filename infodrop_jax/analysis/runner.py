@@ -18,6 +18,7 @@ Runs of other tasks (e.g. VAEs) get their task's own analysis.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -186,13 +187,12 @@ def analyze_classifier(config: ml_collections.ConfigDict, workdir: str, options:
   """Every classifier analysis that applies to the run in `workdir`; returns what analysis.json holds."""
   requested = _requested(options)
   _check_options(options)
+  out_dir = output_dir(workdir, options)
   progress = _Progress(log)
-  progress('loading the data and the latest checkpoint')
+  progress(f'loading the data and the latest checkpoint of {workdir}; the results go to {out_dir}')
   restored = _restore(workdir, config, model=model, splits=splits)
   run, state, step = restored.run, restored.state, restored.step
-  out_dir = os.path.join(workdir, options.output_subdir)
   with restored:
-    os.makedirs(out_dir, exist_ok=True)
     progress(f'checkpoint step {step}; re-estimating BatchNorm statistics and reading the test results')
     variables = _np_tree(restored.variables())
     test = _test_results(run, state, workdir, step)
@@ -225,6 +225,24 @@ def analyze_classifier(config: ml_collections.ConfigDict, workdir: str, options:
       json.dump(_json_ready(result), f, indent=2, sort_keys=True)
     progress(f'wrote {len(result["files"])} files and analysis.json to {out_dir}')
     return result
+
+
+def output_dir(workdir: str, options: ml_collections.ConfigDict) -> str:
+  """Where the analysis of `workdir` goes (`--analysis.out_dir`, else W/<output_subdir>), created and checked
+  writable before anything is loaded or compiled."""
+  out_dir = os.path.abspath(str(options.get('out_dir', '') or os.path.join(workdir, options.output_subdir)))
+  probe = os.path.join(out_dir, f'.write_probe_{os.getpid()}')
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(probe, 'w', encoding='utf-8') as f:
+      f.write('probe')
+    os.remove(probe)
+  except OSError as e:
+    reason = {errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied',
+              errno.EPERM: 'permission denied', errno.ENOSPC: 'the disk is full'}.get(e.errno, e.strerror)
+    raise AnalysisError(f'cannot write the analysis into {out_dir}: {reason}. Pass --analysis.out_dir=<a writable '
+                        'directory> to write it elsewhere (the workdir itself is only read).') from None
+  return out_dir
 
 
 def _restore(workdir: str, config: ml_collections.ConfigDict, **kwargs: Any) -> train.RestoredRun:
@@ -344,12 +362,15 @@ class _Context:
     counts = np.zeros(len(edges) - 1, np.int64)
     zeros = below = above = total_units = 0
     kl_sums = {name: 0.0 for name in self.kl_shapes}
+    kl_squares = {name: 0.0 for name in self.kl_shapes}  # of each example's KL: the noise's Monte Carlo error
     self.progress(f'noisy pass over {n} test images: KL per layer, total correlation and prior fit of {last!r}')
     key = jax.random.fold_in(self.root_key, 2)
     for start, images in self._batches(split.images):
       kl_maps, outputs = self.forward(images, jax.random.fold_in(key, start), False)
       for name, kl_map in kl_maps.items():
-        kl_sums[name] += float(np.asarray(kl_map, np.float64).reshape(len(images), -1).sum())
+        per_example = np.asarray(kl_map, np.float64).reshape(len(images), -1).sum(axis=1)
+        kl_sums[name] += float(per_example.sum())
+        kl_squares[name] += float((per_example ** 2).sum())
       if last:
         z = np.asarray(outputs[last], np.float64)
         positive = z > 0
@@ -368,8 +389,15 @@ class _Context:
       per_layer = {name: kl_sums[name] / n for name in names}
       per_unit = {name: per_layer[name] / units[name] for name in names}
       self.result.update(info_per_layer=per_layer, info_per_unit=per_unit, units=units)
-      self.result['info_note'] = ('test-set mean of each layer\'s KL, summed over its units (nats per example), with '
-                                  'the noise on as in the test/kl metrics; per unit = per layer / units')
+      variance = {name: max(kl_squares[name] / n - per_layer[name] ** 2, 0.0) for name in names}
+      self.result['info_per_layer_stderr'] = {name: math.sqrt(variance[name] / max(n - 1, 1)) for name in names}
+      self.result['info_note'] = (
+          'test-set mean of each layer\'s KL, summed over its units (nats per example), with the noise on as in the '
+          'test/kl metrics of summary.json; per unit = per layer / units. This pass draws its own noise (keys from '
+          'the run\'s seed, so the analysis repeats exactly), the training\'s evaluation drew other noise: the first '
+          'noisy layer sees a noise-free input and agrees with test/kl to float precision, a later layer\'s KL '
+          'depends on the noise drawn before it and differs by Monte Carlo error, of the order of '
+          'info_per_layer_stderr (the standard error of the mean over the test examples).')
       self._save_npz('info_per_layer.npz', names=np.array(names), info_per_layer=np.array([per_layer[x] for x in names]),
                      info_per_unit=np.array([per_unit[x] for x in names]), units=np.array([units[x] for x in names]))
       figures.info_per_layer(self._figure('info_per_layer.png'), names, [per_layer[x] for x in names],
@@ -507,9 +535,8 @@ def analyze(workdir: str, config: ml_collections.ConfigDict | None = None,
 
 
 def _analyze_vae(config, workdir, options, *, model=None, splits=None, log=print):
-  out_dir = os.path.join(workdir, options.output_subdir)
-  os.makedirs(out_dir, exist_ok=True)
-  log(f'[analyze] VAE analysis of {workdir}')
+  out_dir = output_dir(workdir, options)
+  log(f'[analyze] VAE analysis of {workdir}; the results go to {out_dir}')
   with _restore(workdir, config, model=model, splits=splits) as restored:
     result = vae_analysis.analyze_vae(restored, out_dir)
   with open(os.path.join(out_dir, 'analysis.json'), 'w', encoding='utf-8') as f:

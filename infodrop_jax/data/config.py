@@ -44,13 +44,22 @@ _DEFAULT_PREPROCESS = {
 }
 
 
+# The lossy CIFAR-10 JPEG proxy inside the data root (the CPU variants of the CIFAR configs read it).
+CIFAR10_PROXY = 'cifar10_jpeg/cifar10_jpeg.tar'
+
+
+def shared_data_dir() -> pathlib.Path:
+  """`../shared/data` beside the checkout, whether or not it exists."""
+  # infodrop_jax/data/config.py -> repository root -> its parent.
+  return pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'data'
+
+
 def default_data_root() -> pathlib.Path | None:
   """Root of offline original files: $INFODROP_DATA_DIR, else `../shared/data` beside the checkout, else None."""
   env = os.environ.get(DATA_DIR_ENV, '')
   if env:
     return pathlib.Path(env).expanduser()
-  # infodrop_jax/data/config.py -> repository root -> its parent.
-  shared = pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'data'
+  shared = shared_data_dir()
   return shared if shared.is_dir() else None
 
 

@@ -41,26 +41,32 @@ def _occluder_config(data_config: ml_collections.ConfigDict) -> ml_collections.C
       verify_counts=data_config.verify_counts)
 
 
+def _read_from(where: str) -> str:
+  """`read_base`'s description of the copy it read, as a DatasetSplits.origin."""
+  return f'read from {where.removesuffix(" (found)")}'
+
+
 def _fingerprint_splits(splits: dict[str, Split]) -> str:
   return cache.fingerprint(*(a for s in splits.values() for a in (s.images, s.labels)))
 
 
-def _cluttered_mnist(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
-  mnist, _ = sources.read_base(data_config, 'mnist')
+def _cluttered_mnist(data_config: ml_collections.ConfigDict) -> tuple[dict[str, Split], str]:
+  mnist, where = sources.read_base(data_config, 'mnist')
   params = dict(data_config.cluttered.to_dict(), valid_size=data_config.valid_size, seed=data_config.seed)
   return cache.cached_splits(
       cache.cache_dir(data_config), 'cluttered_mnist', {'mnist': _fingerprint_splits(mnist), **params},
-      lambda: generated.cluttered_mnist(mnist, **params))
+      lambda: generated.cluttered_mnist(mnist, **params)), f'generated from MNIST {_read_from(where)}'
 
 
-def _occluded_cifar10(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
-  cifar, _ = sources.read_base(data_config, 'cifar10')
-  mnist, _ = sources.read_base(_occluder_config(data_config), 'mnist')
+def _occluded_cifar10(data_config: ml_collections.ConfigDict) -> tuple[dict[str, Split], str]:
+  cifar, cifar_where = sources.read_base(data_config, 'cifar10')
+  mnist, mnist_where = sources.read_base(_occluder_config(data_config), 'mnist')
   params = dict(seed=data_config.seed, digit_fraction=data_config.occluded.digit_fraction)
   key = {'cifar10': _fingerprint_splits(cifar), 'mnist': _fingerprint_splits(mnist), **params}
   splits = cache.cached_splits(cache.cache_dir(data_config), 'occluded_cifar10', key,
                                lambda: generated.occluded_cifar10(cifar, mnist, **params))
-  return holdout(splits, data_config.valid_size, data_config.seed)
+  return (holdout(splits, data_config.valid_size, data_config.seed),
+          f'generated from CIFAR-10 {_read_from(cifar_where)} and MNIST {_read_from(mnist_where)}')
 
 
 def load(data_config: ml_collections.ConfigDict) -> DatasetSplits:
@@ -76,12 +82,13 @@ def load(data_config: ml_collections.ConfigDict) -> DatasetSplits:
   config_lib.validate(data_config)
   name = data_config.name
   if name == 'cluttered_mnist':
-    splits = _cluttered_mnist(data_config)
+    splits, origin = _cluttered_mnist(data_config)
   elif name == 'occluded_cifar10':
-    splits = _occluded_cifar10(data_config)
+    splits, origin = _occluded_cifar10(data_config)
   else:
-    splits, _ = sources.read_base(data_config, name)
+    splits, where = sources.read_base(data_config, name)
+    origin = _read_from(where)
     splits = holdout(splits, data_config.valid_size, data_config.seed)
   splits = preprocess.apply(data_config, splits)
   return DatasetSplits(name=name, num_classes=NUM_CLASSES, train=splits['train'], test=splits['test'],
-                       valid=splits.get('valid'))
+                       valid=splits.get('valid'), origin=origin)

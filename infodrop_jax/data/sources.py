@@ -14,9 +14,11 @@ Readers:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import gzip
 import io
+import logging as python_logging
 import os
 import pathlib
 import pickle
@@ -265,14 +267,44 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, Split]:
   return splits
 
 
+class _AbsentVariantFilter(python_logging.Filter):
+  """Drops TFDS's warning "Variant folder X has no dataset_info.json" where X does not exist.
+
+  TFDS logs it whenever it checks a data_dir that lacks the dataset, and every 'auto' load checks TFDS's default
+  data_dir (~/tensorflow_datasets) first; the sources report an unprepared data_dir themselves. A version folder
+  that exists without the file, and every other warning, still get through.
+  """
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not (record.msg == 'Variant folder %s has no %s' and len(args) == 2 and args[1] == 'dataset_info.json'
+                and not os.path.isdir(str(args[0])))
+
+
+@contextlib.contextmanager
+def _quiet_absent_variants():
+  """_AbsentVariantFilter on the absl logger (the one TFDS logs to), for the duration of a TFDS call."""
+  logger, quiet = logging.get_absl_logger(), _AbsentVariantFilter()
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
+
+
 def _tfds_builder(name: str, data_dir: str | None):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return tfds.builder(name, data_dir=data_dir)
 
 
+def _is_prepared(builder) -> bool:
+  with _quiet_absent_variants():
+    return bool(builder.is_prepared())
+
+
 def tfds_prepared(name: str, data_dir: str | None) -> bool:
   """Whether TFDS `data_dir` holds a prepared copy of `name`."""
-  return bool(_tfds_builder(name, data_dir).is_prepared())
+  return _is_prepared(_tfds_builder(name, data_dir))
 
 
 def read_tfds(name: str, data_dir: str | None = None, download: bool = False, limit: int = 0
@@ -287,13 +319,15 @@ def read_tfds(name: str, data_dir: str | None = None, download: bool = False, li
     limit: read only this many evenly spaced examples per split (0 = all).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  if download and not _tfds_builder(name, data_dir).is_prepared():
+  if download and not tfds_prepared(name, data_dir):
     check_download_possible(name)
   splits = {}
   for split in SPLITS:
     try:
-      source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-    except (NotImplementedError, FileNotFoundError, AssertionError) as err:
+      with _quiet_absent_variants():
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+    # KeyError: TFDS 4.9 on a data_dir that lacks the dataset ("`splits` is empty").
+    except (NotImplementedError, FileNotFoundError, AssertionError, KeyError) as err:
       hint = '' if download else ' Set config.data.download=True to let TFDS download and prepare it.'
       raise FileNotFoundError(
           f'TFDS could not open a prepared {name!r} (split {split!r}) in data_dir '
@@ -448,19 +482,59 @@ def _explicit_path_error(name: str, path: pathlib.Path) -> FileNotFoundError:
       "Fix the path, or set config.data.path='' to search the default locations.")
 
 
-def _not_found(name: str, tried: list[str]) -> FileNotFoundError:
-  spec = SPECS[name]
-  lines = '\n'.join(f'  - {t}' for t in tried)
+def _offline_folder() -> str:
+  """The offline data folder (the default data root), as the messages name it."""
+  env = os.environ.get(config_lib.DATA_DIR_ENV, '')
+  if env:
+    return f'${config_lib.DATA_DIR_ENV} = {env} (set, so ../shared/data beside the repository is not used)'
+  shared = config_lib.shared_data_dir()
+  return (f'../shared/data beside the repository ({shared}{"" if shared.is_dir() else ", absent"}), or the folder '
+          f'${config_lib.DATA_DIR_ENV} names')
+
+
+_NUMBERS = ('no', 'one', 'two', 'three', 'four', 'five')
+
+
+def _not_found(name: str, tried: list[str], source: str) -> FileNotFoundError:
+  lines = [f'No copy of {name!r} could be read offline. Tried:', *(f'  - {t}' for t in tried)]
+  if source != 'auto':
+    lines.append(f"config.data.source={source!r} reads only there: put the data there, or set "
+                 "config.data.source='auto' and config.data.path='' to search the default locations.")
+    return FileNotFoundError('\n'.join(lines))
+  ways = [
+      f'the offline data folder, {_offline_folder()}: the original files in {name}/ ({SPECS[name].original_files}), '
+      f'or a prepared TFDS data_dir in tfds/ (tfds/{name}/<version>/; read when config.data.data_dir and '
+      '$TFDS_DATA_DIR are unset)',
+      'a copy elsewhere: config.data.path = the original files, or config.data.data_dir (or $TFDS_DATA_DIR) = a '
+      f'prepared TFDS data_dir, made on a machine with internet access and TensorFlow by `tfds build {name} '
+      '--data_dir=DIR`',
+      'on a machine with network access, set config.data.download=True to fetch the original files (checked '
+      f'against their published checksums, no TensorFlow needed) into {download.download_root() / name}',
+  ]
+  if name == 'cifar10':
+    ways.append("the lossy JPEG proxy, not canonical CIFAR-10: config.data.source='image_folder' and "
+                f'config.data.path = {config_lib.CIFAR10_PROXY} in the offline data folder')
+  lines.append(f'Provide it in one of {_NUMBERS[len(ways)]} ways:')
+  lines += [f'  {i}. {way}{"." if i == len(ways) else ";"}' for i, way in enumerate(ways, 1)]
+  return FileNotFoundError('\n'.join(lines))
+
+
+def _no_path_error(name: str, source: str) -> Exception:
+  """source='image_folder' or 'npz' without config.data.path; for CIFAR-10 the JPEG proxy's folder is missing."""
+  if name != 'cifar10' or source != 'image_folder' or config_lib.default_data_root() is not None:
+    return ValueError(f'config.data.path must name the {source} file or directory for source={source!r}.')
+  # The CIFAR configs' CPU variants point source='image_folder' at the proxy in the data root, and leave the path
+  # empty when there is no data root: the user set neither field.
+  shared = config_lib.shared_data_dir()
   return FileNotFoundError(
-      f'No copy of {name!r} could be read offline. Tried:\n{lines}\n'
-      f'Provide it in one of two ways:\n'
-      f'  1. a prepared TFDS data_dir: on a machine with internet access (and TensorFlow), run '
-      f'`tfds build {name} --data_dir=DIR` (or load with config.data.download=True), copy DIR here and set '
-      f'config.data.data_dir=DIR or $TFDS_DATA_DIR;\n'
-      f'  2. the original files ({spec.original_files}): set config.data.path to them, or put them under '
-      f'${config_lib.DATA_DIR_ENV}/{name}/;\n'
-      f'  3. on a machine with network access, set config.data.download=True to fetch the original files (checked '
-      f'against their published checksums, no TensorFlow needed) into {download.download_root() / name}.')
+      f"No CIFAR-10 to read: config.data.source='image_folder' reads the lossy JPEG proxy, "
+      f'{config_lib.CIFAR10_PROXY} in the offline data folder, and there is none: ${config_lib.DATA_DIR_ENV} is '
+      f'unset and ../shared/data beside the repository ({shared}) does not exist.\n'
+      'Provide it in one of two ways:\n'
+      f'  1. the proxy: put the offline data folder at {shared}, or set ${config_lib.DATA_DIR_ENV} to one;\n'
+      "  2. canonical CIFAR-10: set config.data.source='auto' and config.data.data_dir to a prepared TFDS data_dir "
+      '(`tfds build cifar10 --data_dir=DIR` on a machine with internet access and TensorFlow), or set '
+      'config.data.download=True on a machine with network access.')
 
 
 def _tfds_data_dirs(data_config: ml_collections.ConfigDict) -> list[str | None]:
@@ -484,7 +558,7 @@ def _file_reader(source: str | None, name: str, path: pathlib.Path, data_config:
 def _tfds_candidate(name: str, data_dir: str | None, data_config: ml_collections.ConfigDict
                     ) -> tuple[str, Callable[[], dict[str, Split]] | None]:
   builder = _tfds_builder(name, data_dir)
-  prepared = builder.is_prepared()
+  prepared = _is_prepared(builder)
   read = (lambda: _read_tfds_cached(name, data_dir, data_config)) if prepared else None
   return f'TFDS data_dir {builder.data_path} ({"prepared" if prepared else "not prepared"})', read
 
@@ -498,7 +572,7 @@ def _candidates(data_config: ml_collections.ConfigDict, name: str
     return [(f'TFDS data_dir {tfds_dirs[0] or "(default)"}', lambda: _read_tfds_cached(name, tfds_dirs[0],
                                                                                        data_config))]
   if source in ('image_folder', 'npz') and path is None:
-    raise ValueError(f'config.data.path must name the {source} file or directory for source={source!r}.')
+    raise _no_path_error(name, source)
   if source != 'auto':
     path = path or _default_original_location(name)
     exists = path is not None and path.exists()
@@ -565,7 +639,7 @@ def read_base(data_config: ml_collections.ConfigDict, name: str) -> tuple[dict[s
       splits = read()
       break
   else:
-    raise _not_found(name, [where for where, _ in candidates])
+    raise _not_found(name, [where for where, _ in candidates], data_config.source)
   logging.info('Read %s from %s.', name, where)
   if data_config.limit:
     splits = {s: subset(split, evenly_spaced(len(split), data_config.limit)) for s, split in splits.items()}

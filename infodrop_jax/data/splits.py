@@ -53,6 +53,7 @@ class DatasetSplits:
   train: Split
   test: Split
   valid: Split | None = None
+  origin: str = ''  # which copy was read (a directory, a TFDS data_dir, ...), for the run's first line
 
   def splits(self) -> dict[str, Split]:
     """The present splits by name."""

@@ -25,13 +25,13 @@ from infodrop_jax.sweep.report import CHECKS, verdicts, write_report
 from infodrop_jax.sweep.results import mean_rows, point_row, read_csv, write_results
 from infodrop_jax.sweep.runner import GPU_ENV, Runner, Slot, gpu_ids, machine, plan_slots, run_sweep
 from infodrop_jax.sweep.spec import (DATA_CHOICES, SEED_AXIS, Point, SweepError, axis, base_argument, data_root,
-                                     format_value, label_of, load_sweep, new_config, points, sanitize, select)
+                                     format_value, is_smoke, label_of, load_sweep, new_config, points, sanitize, select)
 
 __all__ = [
     'CHECKS', 'DATA_CHOICES', 'DONE_FILE', 'GPU_ENV', 'LAUNCH', 'LOG_FILE', 'MEANS_FILE', 'MODES', 'REPO_ROOT',
     'REPORT_FILE', 'RESULTS_FILE', 'SEED_AXIS', 'STATUS_FILE', 'SWEEP_FILE', 'TAIL_LINES', 'Point', 'Runner', 'Slot',
     'SweepError', 'analyze_command', 'axis', 'base_argument', 'data_root', 'format_value', 'gpu_ids', 'is_finished',
-    'label_of', 'load_sweep', 'log_tail', 'machine', 'main', 'mean_rows', 'new_config', 'plan_slots', 'point_row',
-    'points', 'read_csv', 'run_sweep', 'sanitize', 'select', 'shell_line', 'status_of', 'train_command', 'verdicts',
-    'write_report', 'write_results',
+    'is_smoke', 'label_of', 'load_sweep', 'log_tail', 'machine', 'main', 'mean_rows', 'new_config', 'plan_slots',
+    'point_row', 'points', 'read_csv', 'run_sweep', 'sanitize', 'select', 'shell_line', 'status_of', 'train_command',
+    'verdicts', 'write_report', 'write_results',
 ]

@@ -9,9 +9,11 @@ from typing import Any
 
 import ml_collections
 
+from infodrop_jax import ownership
 from infodrop_jax.sweep.commands import shell_line
 from infodrop_jax.sweep.files import MEANS_FILE, RESULTS_FILE
 from infodrop_jax.sweep.report import write_report
+from infodrop_jax.sweep.results import read_csv
 from infodrop_jax.sweep.runner import run_sweep
 from infodrop_jax.sweep.spec import SweepError, format_value, load_sweep, points, select
 
@@ -41,8 +43,15 @@ def main(mode: str, config: ml_collections.ConfigDict | None, workdir: str, *, c
       return 0
     if mode == 'report':
       os.makedirs(workdir, exist_ok=True)
-      path = write_report(config, workdir)
+      with ownership.shared_files_lock(workdir):
+        path = write_report(config, workdir)
       out(f'wrote {os.path.join(workdir, RESULTS_FILE)}, {os.path.join(workdir, MEANS_FILE)} and {path}')
+      unreadable = [r for r in read_csv(os.path.join(workdir, RESULTS_FILE)) if r['status'] == 'unreadable']
+      if unreadable:
+        print(f'error: {len(unreadable)} finished point(s) could not be read, so the report gives no verdict: '
+              + '; '.join(f'{r["point"]}: {r["problem"]}' for r in unreadable)
+              + '. Run the sweep command again to redo them.', file=sys.stderr)
+        return 1
       return 0
     return run_sweep(config, workdir, command=_sweep_command(config_file, overrides, workdir, 'sweep'), out=out)
   except SweepError as e:

@@ -1,7 +1,9 @@
 """One point's commands (its train and analyze steps, as launch.py lines) and its state in W/<point>/.
 
 A point is finished when W/<point>/DONE exists (written after its analysis) for the same commands and its
-summary.json is there; `status_of` tells the other states apart.
+summary.json (and analysis/analysis.json when the sweep analyses) can be read; `status_of` tells the other states
+apart. A point whose files cannot be read is 'unreadable', not finished: no report counts it, and a re-run of the
+sweep redoes it.
 """
 from __future__ import annotations
 
@@ -58,23 +60,47 @@ def shell_line(point: Point, workdir: str, analyze: bool) -> str:
 # --- the state of a point ------------------------------------------------------------------------------------------
 
 
-def is_finished(point: Point, point_dir: str, analyze: bool) -> bool:
-  """DONE written for these very commands, and summary.json (and analysis.json when analysing) present."""
+SUMMARY = 'summary.json'
+ANALYSIS = os.path.join('analysis', 'analysis.json')
+
+
+def result_files(analyze: bool) -> list[str]:
+  """The files (relative to W/<point>/) a finished point's numbers come from."""
+  return [SUMMARY, ANALYSIS] if analyze else [SUMMARY]
+
+
+def unreadable_files(point_dir: str, analyze: bool) -> list[str]:
+  """Those of `result_files` that are missing or hold no JSON object, each with why: ['summary.json (not JSON)']."""
+  problems = []
+  for name in result_files(analyze):
+    path = os.path.join(point_dir, name)
+    if not os.path.isfile(path):
+      problems.append(f'{name} (missing)')
+    elif not isinstance(read_json(path), dict):
+      problems.append(f'{name} (cannot be read as a JSON object)')
+  return problems
+
+
+def _done_here(point: Point, point_dir: str, analyze: bool) -> bool:
+  """DONE written for these very commands."""
   done = read_json(os.path.join(point_dir, DONE_FILE))
   if not isinstance(done, dict):
     return False
   record = done_record(point, analyze)
-  if done.get('train_args') != record['train_args'] or (analyze and done.get('analyze_args') != record['analyze_args']):
-    return False
-  if not os.path.isfile(os.path.join(point_dir, 'summary.json')):
-    return False
-  return not analyze or os.path.isfile(os.path.join(point_dir, 'analysis', 'analysis.json'))
+  return done.get('train_args') == record['train_args'] and (
+      not analyze or done.get('analyze_args') == record['analyze_args'])
+
+
+def is_finished(point: Point, point_dir: str, analyze: bool) -> bool:
+  """DONE written for these very commands, and summary.json (and analysis.json when analysing) readable."""
+  return _done_here(point, point_dir, analyze) and not unreadable_files(point_dir, analyze)
 
 
 def status_of(point: Point, point_dir: str, analyze: bool) -> str:
-  """'done', 'failed', 'incomplete' (started, not finished: killed or still running elsewhere) or 'pending'."""
-  if is_finished(point, point_dir, analyze):
-    return 'done'
+  """'done'; 'unreadable' (DONE, but a result file is missing or not JSON: its numbers count nowhere); 'failed';
+  'incomplete' (started, not finished: killed or still running elsewhere); or 'pending'."""
+  if _done_here(point, point_dir, analyze):
+    return 'unreadable' if unreadable_files(point_dir, analyze) else 'done'
   status = read_json(os.path.join(point_dir, STATUS_FILE))
   if isinstance(status, dict) and status.get('status') == 'failed':
     return 'failed'

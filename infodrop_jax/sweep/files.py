@@ -28,8 +28,9 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
-  """`value` as indented JSON in `path`, replacing the file in one step."""
-  tmp = f'{path}.tmp'
+  """`value` as indented JSON in `path`, replacing the file in one step (a temporary file of this process's own:
+  processes writing the same file never share one)."""
+  tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(value, f, indent=2, sort_keys=True)
     f.write('\n')

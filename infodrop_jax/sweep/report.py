@@ -15,7 +15,7 @@ from infodrop_jax.sweep.commands import analyze_command, display_command, train_
 from infodrop_jax.sweep.files import (LOG_FILE, MEANS_FILE, REPORT_FILE, RESULTS_FILE, STATUS_FILE, SWEEP_FILE,
                                       read_json)
 from infodrop_jax.sweep.results import number, write_results
-from infodrop_jax.sweep.spec import SEED_AXIS, Point, SweepError, axes_of, points, sanitize
+from infodrop_jax.sweep.spec import SEED_AXIS, Point, SweepError, axes_of, is_smoke, points, sanitize
 
 
 # --- checks: does our sweep agree with the paper? ---------------------------------------------------------------
@@ -232,9 +232,21 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   if config.claim:
     lines += [f'**The paper\'s claim:** {config.claim}', '']
   verdict, check_lines = verdicts(config, means)
-  lines += [f'**Whether our numbers agree:** {verdict}.', '']
+  unreadable = [r for r in rows if r['status'] == 'unreadable']
+  if unreadable:  # Their numbers are in no mean; a verdict without them would pass for the whole sweep's.
+    which = '; '.join(f'`{r["point"]}`: {r["problem"]}' for r in unreadable)
+    lines += [f'**Whether our numbers agree:** not judged: {len(unreadable)} finished point(s) could not be read '
+              f'({which}). Re-run the sweep command: it redoes them.', '']
+    check_lines = [f'(without those points) {line}' for line in check_lines]
+  elif is_smoke(config):
+    lines += ['**Whether our numbers agree:** not judged: a smoke sweep (tiny data and epochs) checks that the code '
+              'runs, not the paper; run the full or :cpu variant for a verdict.', '']
+    check_lines = [f'(smoke, not a verdict) {line}' for line in check_lines]
+  else:
+    lines += [f'**Whether our numbers agree:** {verdict}.', '']
   lines += [f'- {line}' for line in check_lines] + ([''] if check_lines else [])
-  counts = {s: sum(r['status'] == s for r in rows) for s in ('done', 'failed', 'incomplete', 'pending')}
+  counts = {s: sum(r['status'] == s for r in rows) for s in ('done', 'unreadable', 'failed', 'incomplete',
+                                                               'pending')}
   lines += ['Points: ' + ', '.join(f'{v} {k}' for k, v in counts.items() if v) + f' of {len(rows)}.', '']
   figure_files = []
   if panels and means:
@@ -260,8 +272,9 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
   if failed:
     lines += ['## Points not finished', '']
     for r in failed:
-      lines.append(f'- `{r["point"]}`: {r["status"]}' + (f' (see `{r["point"]}/{LOG_FILE}`)'
-                                                         if r['status'] in ('failed', 'incomplete') else ''))
+      why = {'failed': f' (see `{r["point"]}/{LOG_FILE}`)', 'incomplete': f' (see `{r["point"]}/{LOG_FILE}`)',
+             'unreadable': f': {r.get("problem")}; its numbers count in no mean'}.get(r['status'], '')
+      lines.append(f'- `{r["point"]}`: {r["status"]}{why}')
     lines.append('')
   machines = {}
   for p in all_points:
@@ -292,8 +305,9 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
       lines.append(display_command(analyze_command(p, point_dir)))
   lines += ['```', '', '</details>', '']
   path = os.path.join(workdir, REPORT_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
     f.write('\n'.join(lines))
-  os.replace(path + '.tmp', path)
+  os.replace(tmp, path)
   return path
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import ml_collections
 
-from infodrop_jax.sweep.commands import status_of
+from infodrop_jax.sweep.commands import status_of, unreadable_files
 from infodrop_jax.sweep.files import MEANS_FILE, RESULTS_FILE, STATUS_FILE, read_json
 from infodrop_jax.sweep.spec import SEED_AXIS, Point, axes_of, points
 
@@ -34,6 +34,8 @@ def point_row(config: ml_collections.ConfigDict, point: Point, point_dir: str) -
   """One row of results.csv: axis labels, status, and the numbers of summary.json and analysis/analysis.json."""
   analyze = bool(config.analyze)
   row: dict[str, Any] = {**point.labels, 'point': point.name, 'status': status_of(point, point_dir, analyze)}
+  if row['status'] == 'unreadable':
+    row['problem'] = '; '.join(unreadable_files(point_dir, analyze))
   summary = read_json(os.path.join(point_dir, 'summary.json'))
   status = read_json(os.path.join(point_dir, STATUS_FILE)) or {}
   if isinstance(summary, dict):
@@ -88,7 +90,7 @@ def _cell(value: Any) -> str:
 
 
 def _write_csv(path: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-  tmp = f'{path}.tmp'
+  tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'w', encoding='utf-8', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(columns)
@@ -97,7 +99,7 @@ def _write_csv(path: str, rows: list[dict[str, Any]], columns: list[str]) -> Non
   os.replace(tmp, path)
 
 
-_NOT_METRICS = ('point', 'status', 'steps', 'epochs')
+_NOT_METRICS = ('point', 'status', 'problem', 'steps', 'epochs')
 
 
 def mean_rows(config: ml_collections.ConfigDict, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

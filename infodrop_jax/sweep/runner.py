@@ -24,13 +24,13 @@ from typing import Any
 
 import ml_collections
 
+from infodrop_jax import ownership
 from infodrop_jax import stopping
 from infodrop_jax.cpu import process as cpu_process
 from infodrop_jax.sweep.commands import (analyze_command, display_command, done_record, is_finished, log_tail,
                                          train_command)
 from infodrop_jax.sweep.files import DONE_FILE, LOG_FILE, MEANS_FILE, REPO_ROOT, RESULTS_FILE, STATUS_FILE, write_json
 from infodrop_jax.sweep.report import write_report
-from infodrop_jax.sweep.results import write_results
 from infodrop_jax.sweep.spec import Point, SweepError, points, save_sweep, select
 
 GPU_ENV = 'INFODROP_SWEEP_GPUS'
@@ -214,18 +214,25 @@ class Runner:
     write_json(os.path.join(self.point_dir(point), STATUS_FILE), record)
 
   def run(self, to_run: list[Point]) -> dict[str, list[Point]]:
-    """Runs `to_run`; returns {'done': [...], 'failed': [...]}."""
+    """Runs `to_run`; returns {'done': [...], 'failed': [...], 'elsewhere': [...]}, the last the points another
+    process was running (their trainer held the point's workdir): they are left to it."""
     slots = plan_slots(int(self.config.parallel))
     queue = list(to_run)
     free = list(slots)
     jobs: list[_Job] = []
-    result: dict[str, list[Point]] = {'done': [], 'failed': []}
+    result: dict[str, list[Point]] = {'done': [], 'failed': [], 'elsewhere': []}
     previous = (signal.signal(signal.SIGTERM, _raise_stop)
                 if threading.current_thread() is threading.main_thread() else None)
     try:
       while queue or jobs:
         while queue and free:
-          point, slot = queue.pop(0), free.pop(0)
+          point = queue.pop(0)
+          owner = ownership.live_owner(self.point_dir(point))
+          if owner is not None:  # Another sweep process or array task runs it: neither restart nor mark it.
+            result['elsewhere'].append(point)
+            self.out(f'[sweep] skip  {point.name} (running in another process: {ownership.describe_owner(owner)})')
+            continue
+          slot = free.pop(0)
           os.makedirs(self.point_dir(point), exist_ok=True)
           done_path = os.path.join(self.point_dir(point), DONE_FILE)
           if os.path.exists(done_path):
@@ -245,7 +252,11 @@ class Runner:
             continue
           job.log.close()
           free.append(job.slot)
-          if rc == 0:
+          if rc == ownership.BUSY_EXIT_CODE:  # Taken by another process between our look and the child's start.
+            result['elsewhere'].append(job.point)
+            self.out(f'[sweep] skip  {job.point.name} (another process started it first; see '
+                     f'{os.path.join(job.point_dir, LOG_FILE)})')
+          elif rc == 0:
             wall = now - job.start
             self._status(job.point, 'done', start=job.start, wall_time_s=wall)
             write_json(os.path.join(job.point_dir, DONE_FILE),
@@ -286,11 +297,12 @@ class Runner:
 def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, command: str = '',
               out: Callable[[str], None] = print) -> int:
   """`--mode=sweep`; returns the exit status: 0 every selected point finished, 1 some failed, 3 some left to run
-  (max_points)."""
+  (max_points) or running in other processes."""
   all_points = points(config)
   chosen = select(config, all_points)
   os.makedirs(workdir, exist_ok=True)
-  save_sweep(config, workdir, command)
+  with ownership.shared_files_lock(workdir):
+    save_sweep(config, workdir, command)
   runner = Runner(config, workdir, out=out)
   finished = [p for p in chosen if is_finished(p, runner.point_dir(p), runner.analyze)]
   todo = [p for p in chosen if p not in finished]
@@ -307,14 +319,18 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, command: str =
   except SweepStopped as stop:
     out(str(stop))
     return stop.exit_code
-  write_results(config, workdir)
-  report_path = write_report(config, workdir)
+  with ownership.shared_files_lock(workdir):  # Array tasks of one sweep finish at once: one writer at a time.
+    report_path = write_report(config, workdir)
   out(f'[sweep] results: {os.path.join(workdir, RESULTS_FILE)}, {os.path.join(workdir, MEANS_FILE)}; '
       f'report: {report_path}')
   if result['failed']:
     out(f'[sweep] {len(result["failed"])} of {len(chosen)} points failed: '
         + ', '.join(p.name for p in result['failed']))
     return 1
+  if result['elsewhere']:
+    out(f'[sweep] {len(result["elsewhere"])} points are running in other processes; when they end, '
+        f'`python launch.py --workdir={workdir} --mode=report` reports them all.')
+    return 3
   if left:
     out(f'[sweep] {len(left)} points not run yet (max_points={limit}); run the same command again to go on.')
     return 3

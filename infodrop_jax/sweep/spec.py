@@ -74,6 +74,12 @@ def new_config(name: str, base: str, variant: str = '') -> ml_collections.Config
   return config
 
 
+def is_smoke(config: ml_collections.ConfigDict) -> bool:
+  """A sweep of its base's :smoke runs: their numbers check the code, not the paper, and its report gives no
+  verdict. (The :cpu presets' data subsets are not smoke: they are sized to decide.)"""
+  return str(config.variant) == 'smoke'
+
+
 def axis(field: str | Sequence[str], values: Sequence[Any], labels: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """One axis: `field` (or a tuple of fields, zipped) takes each of `values` in turn."""
   return ml_collections.ConfigDict(dict(field=field if isinstance(field, str) else tuple(field),
