@@ -7,6 +7,7 @@ import pytest
 from infodrop_jax.data import cache
 from infodrop_jax.data import config as config_lib
 from infodrop_jax.data import preprocess
+from infodrop_jax.data import sources
 from infodrop_jax.data.splits import Split
 
 
@@ -33,6 +34,23 @@ def test_zca_covariance_form_equals_the_svd_form():
   w_svd = vt.T @ np.diag(1 / (s + 1e-5)) @ vt
   np.testing.assert_allclose(mean, x.mean(axis=0), atol=1e-12)
   np.testing.assert_allclose(w, w_svd, rtol=1e-8, atol=1e-10)
+
+
+def test_zca_of_fewer_rows_than_dimensions_is_the_svd_form_on_their_span_and_zero_elsewhere():
+  """Issue 25, item 0: with n <= d the original's W multiplied every direction the rows do not span by 1/eps = 1e5.
+  Now W is the SVD form restricted to the n - 1 nonzero singular values, and the rest of the space maps to 0."""
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(10, 30)) @ rng.normal(size=(30, 30))
+  with pytest.warns(RuntimeWarning, match='fitted on 10 examples of 30 dimensions: they span 9 directions'):
+    mean, w = preprocess.fit_zca(x, epsilon=1e-5)
+  centred = (x - x.mean(axis=0)) / np.sqrt(len(x) - 1)
+  _, s, vt = np.linalg.svd(centred, full_matrices=False)
+  s, vt = s[:9], vt[:9]  # the 10th singular value is 0 (the rows are centred)
+  np.testing.assert_allclose(w, vt.T @ np.diag(1 / (s + 1e-5)) @ vt, rtol=1e-7, atol=1e-9)
+  unseen = rng.normal(size=30)
+  unseen -= vt.T @ (vt @ unseen)  # orthogonal to every row of the fit
+  np.testing.assert_allclose(unseen @ w, 0, atol=1e-8)
+  np.testing.assert_allclose(np.cov(preprocess.apply_zca(x, mean, w), rowvar=False), vt.T @ vt, atol=1e-4)
 
 
 def test_zca_whitens_full_rank_training_data():
@@ -141,3 +159,36 @@ def test_whitened_splits_are_cached(tmp_path, monkeypatch):
   monkeypatch.setattr(preprocess, '_gcn_zca', lambda *a: pytest.fail('re-applied despite the cache'))
   second = preprocess.apply(cfg, splits)
   assert second['test'].images.tobytes() == first['test'].images.tobytes()
+
+
+def _whitened_norm_ratio(fit_images, train_images, test_images):
+  """Median norm of whitened test images over that of whitened train images, with the ZCA fitted on `fit_images`."""
+  mean, w = preprocess.fit_zca(preprocess.global_contrast_normalize(fit_images))
+  norm = lambda images: np.median(np.linalg.norm(
+      preprocess.apply_zca(preprocess.global_contrast_normalize(images), mean, w), axis=1))
+  return norm(test_images) / norm(train_images)
+
+
+@pytest.mark.filterwarnings('ignore:ZCA fitted on')
+def test_a_limited_cifar_run_is_whitened_as_the_full_split_whitens_it(shared_data, tmp_path):
+  """Issue 25, item 0, on the CIFAR-10 JPEG proxy: fitted on the 512 images of a limited run, the original's ZCA
+  made whitened test images ~48 000 times the norm of whitened training images (the full split: 1.05). The loader
+  now fits on the whole training split whatever data.limit is; and a fit on 512 images alone stays under 2x."""
+  from infodrop_jax import data  # pylint: disable=import-outside-toplevel
+  tar = shared_data / 'cifar10_jpeg' / 'cifar10_jpeg.tar'
+  full = data.load(config_lib.get_config('cifar10', source='image_folder', path=str(tar), verify_counts=False,
+                                         preprocess='none'))
+  limited = data.load(config_lib.get_config('cifar10', source='image_folder', path=str(tar), verify_counts=False,
+                                            limit=512))
+  assert len(limited.train) == 512 and 'read from image_folder' in limited.origin
+  # The known answer: the ZCA of the whole training split applied to the limited run's raw images.
+  picked = sources.evenly_spaced(len(full.train), 512)  # the examples data.limit keeps
+  mean, w = preprocess.fitted_zca(full.train.images, 1e-8, 1e-5, cache.cache_dir(config_lib.get_config('cifar10')))
+  raw_test = full.test.images[sources.evenly_spaced(len(full.test), 512)]
+  expected = preprocess.apply_zca(preprocess.global_contrast_normalize(raw_test), mean, w)
+  np.testing.assert_allclose(limited.test.images.reshape(512, -1), expected, rtol=1e-4, atol=1e-4)
+  ratio = (np.median(np.linalg.norm(limited.test.images.reshape(512, -1), axis=1))
+           / np.median(np.linalg.norm(limited.train.images.reshape(512, -1), axis=1)))
+  assert 0.9 < ratio < 1.2, ratio
+  # A 512-image fit on its own (what generated data with few images gets) no longer explodes the test images.
+  assert _whitened_norm_ratio(full.train.images[picked], full.train.images[picked], raw_test) < 2.0

@@ -30,7 +30,7 @@ PREPROCESSINGS = (
     'binarize_sample',  # uint8 in {0, 255}: one seeded Bernoulli(pixel/255) draw, fixed once.
     'binarize_stochastic',  # uint8 raw; the train step draws a fresh binarisation per step.
     'gcn',  # float32, per-image global contrast normalisation.
-    'gcn_zca',  # float32, GCN then ZCA whitening fitted on the training split.
+    'gcn_zca',  # float32, GCN then ZCA whitening fitted on the whole training split (whatever limit is).
 )
 DATA_DIR_ENV = 'INFODROP_DATA_DIR'
 CACHE_DIR_ENV = 'INFODROP_CACHE_DIR'

@@ -73,7 +73,7 @@ def load(data_config: ml_collections.ConfigDict) -> DatasetSplits:
   """Loads the dataset `data_config` (see `config.get_config`) names: read, verify, generate, preprocess.
 
   Slow steps are cached under `data_config.cache_dir`: TFDS and image-folder decodes, generated datasets and
-  the fitted ZCA transform (fitted on the training split only).
+  the fitted ZCA transform (fitted on the whole training split only, whatever `limit` is).
 
   Raises:
     ValueError: invalid config, or data that is not what the dataset should be.
@@ -89,6 +89,13 @@ def load(data_config: ml_collections.ConfigDict) -> DatasetSplits:
     splits, where = sources.read_base(data_config, name)
     origin = _read_from(where)
     splits = holdout(splits, data_config.valid_size, data_config.seed)
-  splits = preprocess.apply(data_config, splits)
+  fit_images = None
+  if data_config.preprocess == 'gcn_zca' and data_config.limit:
+    # A ZCA fitted on the subset spans only its few hundred or thousand images: fit it on the whole training
+    # split (read or generated once, and the fit cached), so a limited run sees inputs of the full run's scale.
+    whole = ml_collections.ConfigDict(data_config.to_dict())
+    whole.limit, whole.preprocess = 0, 'none'
+    fit_images = load(whole).train.images
+  splits = preprocess.apply(data_config, splits, fit_images)
   return DatasetSplits(name=name, num_classes=NUM_CLASSES, train=splits['train'], test=splits['test'],
                        valid=splits.get('valid'), origin=origin)

@@ -11,6 +11,7 @@ numbers agree with the paper's claim.
   runner    running the points, `parallel` at a time, on shares of this machine's cores and GPUs
   results   results.csv and results_mean.csv
   report    the checks against the paper's claim and report.md (figures: infodrop_jax.analysis.sweep_figures)
+  slurm     the sweep as a Slurm array job script (--mode=sweep_commands --config.format=slurm)
   cli       `main(mode, config, workdir, ...)`, the entry point launch.py calls for --mode=sweep |
             sweep_commands | report
 

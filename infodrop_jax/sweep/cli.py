@@ -10,6 +10,7 @@ from typing import Any
 import ml_collections
 
 from infodrop_jax import ownership
+from infodrop_jax.sweep import slurm
 from infodrop_jax.sweep.commands import shell_line
 from infodrop_jax.sweep.files import MEANS_FILE, RESULTS_FILE
 from infodrop_jax.sweep.report import write_report
@@ -20,10 +21,15 @@ from infodrop_jax.sweep.spec import SweepError, format_value, load_sweep, points
 MODES = ('sweep', 'sweep_commands', 'report')
 
 
-def _sweep_command(config_file: str | None, overrides: Mapping[str, Any] | None, workdir: str, mode: str) -> str:
+def _config_args(config_file: str | None, overrides: Mapping[str, Any] | None) -> list[str]:
+  """The --config arguments that rebuild this sweep config: its file and the overrides given."""
   args = [f'--config={config_file}'] if config_file else []
-  args += [f'--config.{k}={format_value(v)}' for k, v in (overrides or {}).items()]
-  return 'python launch.py ' + ' '.join(shlex.quote(a) for a in [*args, f'--workdir={workdir}', f'--mode={mode}'])
+  return args + [f'--config.{k}={format_value(v)}' for k, v in (overrides or {}).items()]
+
+
+def _sweep_command(config_file: str | None, overrides: Mapping[str, Any] | None, workdir: str, mode: str) -> str:
+  args = [*_config_args(config_file, overrides), f'--workdir={workdir}', f'--mode={mode}']
+  return 'python launch.py ' + ' '.join(shlex.quote(a) for a in args)
 
 
 def main(mode: str, config: ml_collections.ConfigDict | None, workdir: str, *, config_file: str | None = None,
@@ -38,7 +44,13 @@ def main(mode: str, config: ml_collections.ConfigDict | None, workdir: str, *, c
       raise SweepError(f'--mode={mode} needs a sweep config (configs/sweeps/*.py, with base and axes); '
                        f'{config_file or "--config"} is an experiment config.')
     if mode == 'sweep_commands':
-      for p in select(config, points(config)):
+      slurm.check(config)
+      chosen = select(config, points(config))
+      if str(config.format) == 'slurm':
+        per_task = {k: v for k, v in (overrides or {}).items() if k not in ('format', 'only', 'parallel')}
+        out(slurm.array_script(config, workdir, chosen, _config_args(config_file, per_task)))
+        return 0
+      for p in chosen:
         out(shell_line(p, workdir, bool(config.analyze)))
       return 0
     if mode == 'report':

@@ -16,6 +16,9 @@ A sweep is an ml_collections config (configs/sweeps/*.py; `new_config` and `axis
   parallel: points run at once on this machine (each gets its share of the CPU cores and GPUs).
   max_points: run at most this many unfinished points in this invocation (0 = all); only: a space-separated list
     of point names or indices to run (e.g. a job-array task's index).
+  format: what `--mode=sweep_commands` prints: 'shell' (one self-contained line per point) or 'slurm' (a Slurm
+    array job script, one task per point, and the submit line that chains the report job after it); slurm: its
+    resources (time, cpus_per_task, gpus_per_task, mem, partition, account, extra sbatch options).
   claim: the paper's claim in one sentence; expect: the checks that decide whether our numbers agree with it
     (check name -> ConfigDict(check=..., metric=..., ...); see `report.CHECKS`).
   report: what the report plots: x (an axis name), series (an axis name or ''), metrics (result columns, one panel
@@ -64,6 +67,10 @@ def new_config(name: str, base: str, variant: str = '') -> ml_collections.Config
   config.parallel = 1
   config.max_points = 0
   config.only = ''
+  # --mode=sweep_commands: 'shell' (one line per point) or 'slurm' (an array job script; see sweep/slurm.py).
+  config.format = 'shell'
+  config.slurm = ml_collections.ConfigDict(dict(time='24:00:00', cpus_per_task=8, gpus_per_task=1, mem='',
+                                                partition='', account='', extra=()))
   config.claim = ''
   config.expect = ml_collections.ConfigDict()
   # x_label: the x axis as a reader should read it (default: the axis name); caption: a line under the figure's
