@@ -216,3 +216,24 @@ def test_a_sweep_leaves_a_point_that_another_process_is_running(tmp_path):
   assert not (point_dir / sweep.STATUS_FILE).exists() and not (point_dir / sweep.LOG_FILE).exists()
   status = {r['point']: r['status'] for r in sweep.read_csv(tmp_path / sweep.RESULTS_FILE)}
   assert status[config.only] == 'incomplete'
+
+
+def test_array_tasks_record_one_sweep_command_not_one_per_point(tmp_path):
+  config = train_helpers.load_module('configs/sweeps/fig3a_mnist.py').get_config('smoke')
+  config.report.metrics = ()
+  holders = []
+  try:
+    for index in (0, 1):  # two array tasks, each with its point (owned elsewhere, so nothing trains here)
+      name = sweep.points(config)[index].name
+      (tmp_path / name).mkdir()
+      holders.append(_hold(_HOLD_RUN, tmp_path / name))
+      config.only = name
+      assert sweep.main('sweep', config, str(tmp_path), config_file='configs/sweeps/fig3a_mnist.py:smoke',
+                        overrides={'only': name, 'parallel': 1}, out=lambda _: None) == 3
+  finally:
+    for holder in holders:
+      holder.kill()
+      holder.wait()
+  recorded = json.loads((tmp_path / sweep.SWEEP_FILE).read_text())['commands']
+  assert recorded == [f'python launch.py --config=configs/sweeps/fig3a_mnist.py:smoke --config.parallel=1 '
+                      f'--workdir={tmp_path} --mode=sweep']

@@ -65,7 +65,9 @@ def main(mode: str, config: ml_collections.ConfigDict | None, workdir: str, *, c
               + '. Run the sweep command again to redo them.', file=sys.stderr)
         return 1
       return 0
-    return run_sweep(config, workdir, command=_sweep_command(config_file, overrides, workdir, 'sweep'), out=out)
+    # Recorded without `only`: the array tasks of one sweep (one point each) are one sweep command in sweep.json.
+    whole = {k: v for k, v in (overrides or {}).items() if k != 'only'}
+    return run_sweep(config, workdir, command=_sweep_command(config_file, whole, workdir, 'sweep'), out=out)
   except SweepError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
