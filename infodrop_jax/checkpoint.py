@@ -48,20 +48,33 @@ def _write_probe(path: str) -> None:
   os.remove(path)
 
 
-def _check_writable_dir(directory: str, what: str, fix: str) -> None:
-  """Creates `directory` if needed and raises ValueError unless a file can be written in it."""
-  if os.path.exists(directory) and not os.path.isdir(directory):
-    raise ValueError(f'{what} {directory!r} is not a writable directory: it is a file, not a directory. {fix}')
+def write_error(directory: str) -> OSError | None:
+  """Creates `directory` if needed and writes a probe file in it; returns the error that stopped it, else None."""
   try:
     os.makedirs(directory, exist_ok=True)
     # Named per process: two processes starting on one workdir must not remove each other's probe.
     _write_probe(os.path.join(directory, f'.write_probe_{jax.process_index()}_{os.getpid()}'))
   except OSError as e:
-    reason = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is exceeded',
-              errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied',
-              errno.EPERM: 'permission denied', errno.ENOTDIR: 'a parent is a file, not a directory'
-              }.get(e.errno, 'it cannot be written')
-    raise ValueError(f'{what} {directory!r} is not a writable directory: {reason} ({e}). {fix}') from e
+    return e
+  return None
+
+
+def unwritable_reason(error: OSError) -> str:
+  """`write_error`'s error as a reader would say it: 'the disk is full', 'the file system is read-only', ..."""
+  return {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is exceeded',
+          errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied',
+          errno.EPERM: 'permission denied', errno.ENOTDIR: 'a parent is a file, not a directory'
+          }.get(error.errno, 'it cannot be written')
+
+
+def _check_writable_dir(directory: str, what: str, fix: str) -> None:
+  """Creates `directory` if needed and raises ValueError unless a file can be written in it."""
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise ValueError(f'{what} {directory!r} is not a writable directory: it is a file, not a directory. {fix}')
+  error = write_error(directory)
+  if error is not None:
+    raise ValueError(f'{what} {directory!r} is not a writable directory: {unwritable_reason(error)} ({error}). '
+                     f'{fix}') from error
 
 
 def check_workdir(workdir: str) -> None:

@@ -8,8 +8,8 @@ releases it.
 """
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os

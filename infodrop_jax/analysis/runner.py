@@ -18,7 +18,6 @@ Runs of other tasks (e.g. VAEs) get their task's own analysis.
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from infodrop_jax import checkpoint as checkpoint_lib
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import layers
 from infodrop_jax import tasks
@@ -231,17 +231,11 @@ def output_dir(workdir: str, options: ml_collections.ConfigDict) -> str:
   """Where the analysis of `workdir` goes (`--analysis.out_dir`, else W/<output_subdir>), created and checked
   writable before anything is loaded or compiled."""
   out_dir = os.path.abspath(str(options.get('out_dir', '') or os.path.join(workdir, options.output_subdir)))
-  probe = os.path.join(out_dir, f'.write_probe_{os.getpid()}')
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(probe, 'w', encoding='utf-8') as f:
-      f.write('probe')
-    os.remove(probe)
-  except OSError as e:
-    reason = {errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied',
-              errno.EPERM: 'permission denied', errno.ENOSPC: 'the disk is full'}.get(e.errno, e.strerror)
-    raise AnalysisError(f'cannot write the analysis into {out_dir}: {reason}. Pass --analysis.out_dir=<a writable '
-                        'directory> to write it elsewhere (the workdir itself is only read).') from None
+  error = checkpoint_lib.write_error(out_dir)
+  if error is not None:
+    raise AnalysisError(f'cannot write the analysis into {out_dir}: {checkpoint_lib.unwritable_reason(error)}. Pass '
+                        '--analysis.out_dir=<a writable directory> to write it elsewhere (the workdir itself is only '
+                        'read).') from None
   return out_dir
 
 
