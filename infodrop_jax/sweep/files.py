@@ -2,10 +2,12 @@
 each point's W/<point>/, and the JSON reads and writes they go through."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAUNCH = REPO_ROOT / 'launch.py'
@@ -27,11 +29,18 @@ def read_json(path: str | os.PathLike) -> Any:
     return None
 
 
-def write_json(path: str | os.PathLike, value: Any) -> None:
-  """`value` as indented JSON in `path`, replacing the file in one step (a temporary file of this process's own:
-  processes writing the same file never share one)."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, newline: str | None = None) -> Iterator[TextIO]:
+  """A text file to write `path`'s new contents into; it replaces `path` in one step when the block ends. The
+  temporary file is this process's own: processes writing the same file never share one."""
   tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  with open(tmp, 'w', encoding='utf-8', newline=newline) as f:
+    yield f
+  os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+  """`value` as indented JSON in `path`, replacing the file in one step."""
+  with replacing(path) as f:
     json.dump(value, f, indent=2, sort_keys=True)
     f.write('\n')
-  os.replace(tmp, path)

@@ -13,7 +13,7 @@ import ml_collections
 
 from infodrop_jax.sweep.commands import analyze_command, display_command, train_command
 from infodrop_jax.sweep.files import (LOG_FILE, MEANS_FILE, REPORT_FILE, RESULTS_FILE, STATUS_FILE, SWEEP_FILE,
-                                      read_json)
+                                      read_json, replacing)
 from infodrop_jax.sweep.results import number, write_results
 from infodrop_jax.sweep.spec import SEED_AXIS, Point, SweepError, axes_of, is_smoke, points, sanitize
 
@@ -305,9 +305,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
       lines.append(display_command(analyze_command(p, point_dir)))
   lines += ['```', '', '</details>', '']
   path = os.path.join(workdir, REPORT_FILE)
-  tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  with replacing(path) as f:
     f.write('\n'.join(lines))
-  os.replace(tmp, path)
   return path
 

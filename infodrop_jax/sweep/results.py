@@ -11,7 +11,7 @@ from typing import Any
 import ml_collections
 
 from infodrop_jax.sweep.commands import status_of, unreadable_files
-from infodrop_jax.sweep.files import MEANS_FILE, RESULTS_FILE, STATUS_FILE, read_json
+from infodrop_jax.sweep.files import MEANS_FILE, RESULTS_FILE, STATUS_FILE, read_json, replacing
 from infodrop_jax.sweep.spec import SEED_AXIS, Point, axes_of, points
 
 _SUMMARY_COLUMNS = (('test/error_d', 'test_error_d'), ('test/error_n', 'test_error_n'), ('test/ce_d', 'test_ce_d'),
@@ -90,13 +90,11 @@ def _cell(value: Any) -> str:
 
 
 def _write_csv(path: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-  tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w', encoding='utf-8', newline='') as f:
+  with replacing(path, newline='') as f:
     writer = csv.writer(f)
     writer.writerow(columns)
     for row in rows:
       writer.writerow([_cell(row.get(c)) for c in columns])
-  os.replace(tmp, path)
 
 
 _NOT_METRICS = ('point', 'status', 'problem', 'steps', 'epochs')
