@@ -132,6 +132,7 @@ class VAETask:
           f"one of {vae.INFO_ACTIVATIONS} (softplus: learned log-normal prior; relu: log-uniform prior)")
     check(int(c.latent_size) > 0, 'vae.latent_size', 'a positive int')
     check(int(c.hidden_size) > 0, 'vae.hidden_size', 'a positive int')
+    check(int(c.get('hidden_layers', 1)) > 0, 'vae.hidden_layers', 'a positive int')
     check(float(c.max_alpha) > 0, 'vae.max_alpha', 'a positive float')
     check(float(c.echo_f_scale) > 0, 'vae.echo_f_scale', 'a positive float')
     check(0.0 <= float(c.echo_clip_factor) < 1.0, 'vae.echo_clip_factor', 'a float in (0, 1), or 0 for the default')

@@ -28,6 +28,8 @@ Likelihood (`config.vae.likelihood`):
 
 Architectures (`config.vae.architecture`):
   'mlp':  the Keras port's VAE: 784 → 256 ReLU → latent (2); decoder latent → 256 ReLU → 784 logits.
+          `hidden_layers` stacks more hidden layers of `hidden_size` units in each: 784-500-500-50 is the usual
+          size of MLP VAE papers (e.g. `configs/vae_mnist.py:mlp50`).
   'conv': the Echo paper's (brekelma/echo `experiments/configs/echo.json`): conv 32·5×5/1, 32·5×5/2, 64·5×5/1,
           64·5×5/2, 256·7×7 valid (all ReLU) → latent (32); decoder: transposed conv 64·7×7 valid, 64·5×5/1,
           64·5×5/2, 32·5×5/1, 32·5×5/2, 32·4×4/1 (ReLU), conv C·5×5 → logits. Needs 28×28 images.
@@ -124,22 +126,29 @@ def _normal_log_pdf(x: Array, mean: Array, std: Array) -> Array:
 
 
 class MLPEncoder(nn.Module):
-  """x → flatten → Dense(hidden) ReLU (the Keras port's encoder body)."""
+  """x → flatten → `hidden_layers` × (Dense(hidden) ReLU) (one: the Keras port's encoder body)."""
   hidden_size: int = 256
+  hidden_layers: int = 1
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    return nn.relu(nn.Dense(self.hidden_size)(x.reshape(x.shape[0], -1)))
+    h = x.reshape(x.shape[0], -1)
+    for _ in range(self.hidden_layers):
+      h = nn.relu(nn.Dense(self.hidden_size)(h))
+    return h
 
 
 class MLPDecoder(nn.Module):
-  """z → Dense(hidden) ReLU → Dense(∏ image_shape) logits, reshaped to the image."""
+  """z → `hidden_layers` × (Dense(hidden) ReLU) → Dense(∏ image_shape) logits, reshaped to the image."""
   image_shape: tuple[int, ...]
   hidden_size: int = 256
+  hidden_layers: int = 1
 
   @nn.compact
   def __call__(self, z: Array) -> Array:
-    h = nn.relu(nn.Dense(self.hidden_size)(z))
+    h = z
+    for _ in range(self.hidden_layers):
+      h = nn.relu(nn.Dense(self.hidden_size)(h))
     return nn.Dense(math.prod(self.image_shape))(h).reshape((z.shape[0],) + tuple(self.image_shape))
 
 
@@ -252,6 +261,7 @@ class VAE(nn.Module):
   architecture: str = 'mlp'
   latent_size: int = 2
   hidden_size: int = 256
+  hidden_layers: int = 1
   info_activation: str = 'softplus'
   max_alpha: float = 1.0
   d_max: int = echo.DEFAULT_D_MAX
@@ -274,8 +284,8 @@ class VAE(nn.Module):
       self.encoder = ConvEncoder(conv=self.conv)
       self.decoder = ConvDecoder(channels=self.image_shape[-1], conv=self.conv, conv_transpose=self.conv_transpose)
     else:
-      self.encoder = MLPEncoder(self.hidden_size)
-      self.decoder = MLPDecoder(tuple(self.image_shape), self.hidden_size)
+      self.encoder = MLPEncoder(self.hidden_size, self.hidden_layers)
+      self.decoder = MLPDecoder(tuple(self.image_shape), self.hidden_size, self.hidden_layers)
     if self.latent == 'gaussian':
       self.latent_layer = GaussianLatent(self.latent_size, sampler=self.sampler)
     elif self.latent == 'information':
@@ -307,7 +317,8 @@ def create_model(config: ml_collections.ConfigDict, image_shape: Sequence[int], 
   c = config.vae
   parts = {k: v for k, v in parts.items() if k in VAE.__dataclass_fields__}
   return VAE(image_shape=tuple(int(s) for s in image_shape), latent=c.latent, architecture=c.architecture,
-             latent_size=int(c.latent_size), hidden_size=int(c.hidden_size), info_activation=c.info_activation,
+             latent_size=int(c.latent_size), hidden_size=int(c.hidden_size),
+             hidden_layers=int(c.get('hidden_layers', 1)), info_activation=c.info_activation,
              max_alpha=float(c.max_alpha), d_max=int(c.d_max),
              clip_factor=float(c.echo_clip_factor) if c.echo_clip_factor else None,
              echo_replace=bool(c.echo_replace), echo_f_scale=float(c.echo_f_scale), **parts)

@@ -15,7 +15,8 @@ LAUNCH = str(train_helpers.REPO_ROOT / 'launch.py')
 SMOKE = 'configs/sweeps/fig3a_mnist.py:smoke'
 SMOKE_POINTS = ['dropout=information,width=16,seed=0', 'dropout=information,width=16,seed=1',
                 'dropout=binary,width=16,seed=0', 'dropout=binary,width=16,seed=1']
-PRESETS = ('fig2_cluttered', 'fig3a_mnist', 'fig3b_cifar', 'fig4_occluded', 'fig5_tc', 'fig6_info')
+PRESETS = ('fig2_cluttered', 'fig3a_mnist', 'fig3b_cifar', 'fig4_occluded', 'fig5_tc', 'fig6_info', 'ip_mnist',
+           'vae_mnist')
 
 
 def _launch(*args, python_flags=()):

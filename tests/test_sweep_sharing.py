@@ -141,7 +141,8 @@ def test_a_smoke_sweep_says_so_and_gives_no_verdict(tmp_path):
 
 
 def test_full_and_cpu_presets_are_not_smoke_and_smoke_presets_are():
-  for preset in ('fig2_cluttered', 'fig3a_mnist', 'fig3b_cifar', 'fig4_occluded', 'fig5_tc', 'fig6_info'):
+  for preset in ('fig2_cluttered', 'fig3a_mnist', 'fig3b_cifar', 'fig4_occluded', 'fig5_tc', 'fig6_info', 'ip_mnist',
+                 'vae_mnist'):
     for variant, smoke in (('', False), ('cpu', False), ('smoke', True)):
       config = train_helpers.load_module(f'configs/sweeps/{preset}.py').get_config(variant)
       assert sweep.is_smoke(config) == smoke, (preset, variant)

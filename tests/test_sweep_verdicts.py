@@ -11,6 +11,7 @@ Semantics these tests pin, from the code and the presets' `description`s (the ch
   range_le      (max - min) / |mean| ≤ tolerance: a spread equal to the tolerance agrees.
   interior_min  the lowest value is at neither end of x (needs three values of x).
   above         metric > reference (+ tolerance) at every x: ties disagree ("more than chance").
+  at_least / at_most   metric ≥ / ≤ value in every run `where` selects (tests/test_sweep_vae_and_planes.py).
 A check may disagree on the values of x that finished, but agrees only when every value of x it needs finished
 (a failed, NaN or seedless point makes an otherwise agreeing check 'cannot tell').
 """
@@ -79,7 +80,7 @@ def _one(spec, means, **config_kwargs):
 def test_this_checkout_is_the_package_under_test():
   # A mutation run in a copy of the tree must test the copy's code, not an installed one.
   assert pathlib.Path(sweep_report.__file__).resolve().is_relative_to(REPO_ROOT)
-  assert sweep.CHECKS == ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above')
+  assert sweep.CHECKS == ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above', 'at_least', 'at_most')
 
 
 # --- le ---------------------------------------------------------------------------------------------------------
@@ -509,12 +510,18 @@ COMMITTED = [
      {'every_layer_more_focus': 'disagrees', 'localises_digit': 'agrees', 'more_beta_more_focus': 'agrees'}),
     ('fig3a_mnist', 'fig3a_mnist_cpu', 'agree (2 of 2 checks agree, 0 disagree, 0 cannot tell)',
      {'information_le_binary': 'agrees', 'information_le_lognormal_constant': 'agrees'}),
+    ('ip_mnist', 'ip_mnist_cpu', 'agree (1 of 1 checks agree, 0 disagree, 0 cannot tell)',
+     {'clear_of_the_ceiling': 'agrees'}),
+    ('vae_mnist', 'vae_mnist_cpu', 'disagree (0 of 1 checks agree, 1 disagree, 0 cannot tell)',
+     {'gaussian_near_the_iwae_anchor': 'disagrees'}),
+    ('vae_mnist', 'vae_mnist_anchor', 'agree (1 of 1 checks agree, 0 disagree, 0 cannot tell)',
+     {'gaussian_near_the_iwae_anchor': 'agrees'}),
 ]
 
 
 @pytest.mark.parametrize('preset,report,verdict,words', COMMITTED)
 def test_committed_report_verdicts_follow_from_their_results_mean_csv(preset, report, verdict, words):
-  config = _preset(preset, 'cpu')
+  config = _preset(preset, report.rsplit('_', 1)[1])
   text = (REPORTS / report / sweep.REPORT_FILE).read_text(encoding='utf-8')
   assert text.startswith(f'# {config.name}\n')  # the report of this very preset
   computed = sweep.verdicts(config, sweep.read_csv(REPORTS / report / sweep.MEANS_FILE))
@@ -533,11 +540,12 @@ def test_committed_fig3a_numbers():
 
 @pytest.mark.parametrize('preset,report', [c[:2] for c in COMMITTED])
 def test_committed_results_mean_is_the_mean_of_results_csv(preset, report):
-  config = _preset(preset, 'cpu')
+  config = _preset(preset, report.rsplit('_', 1)[1])
   rows = sweep.read_csv(REPORTS / report / sweep.RESULTS_FILE)
   committed = sweep.read_csv(REPORTS / report / sweep.MEANS_FILE)
   recomputed = sweep.mean_rows(config, rows)
-  assert len(recomputed) == len(committed) == len(rows) // len(config.seeds)
+  settings = {r['point'].rsplit(',seed=', 1)[0] for r in rows}
+  assert len(recomputed) == len(committed) == len(settings)
   for mine, theirs in zip(recomputed, committed):
     for column, cell in theirs.items():
       value = mine.get(column)

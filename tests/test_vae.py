@@ -338,7 +338,7 @@ def test_unknown_latent_kind_is_a_clear_error_before_compile(tmp_path):
 
 
 @pytest.mark.parametrize('module', [vae_mnist, vae_fmnist])
-@pytest.mark.parametrize('variant', [None, 'smoke', 'cpu'])
+@pytest.mark.parametrize('variant', [None, 'smoke', 'cpu', 'mlp50'])
 def test_configs_validate(module, variant):
   config = module.get_config(variant)
   train.validate_config(config, num_devices=1)
@@ -394,3 +394,47 @@ def test_analyze_vae_writes_its_files(trained_echo_workdir, tmp_path):
   vae_analysis.plot_rate_distortion([point, {'beta': 0.5, 'rate': 3.0, 'distortion': 180.0, 'latent': 'gaussian'}],
                                     str(tmp_path / 'rd.png'))
   assert os.path.getsize(tmp_path / 'rd.png') > 1000 and os.path.exists(tmp_path / 'rd.npz')
+
+
+def test_the_iw_bound_of_an_analysis_uses_a_random_subset_of_the_ordered_test_set(tmp_path, shared_data):
+  # MNIST's test set is ordered (its first 5000 images are the easier half): a prefix of it biases the bound low.
+  del shared_data
+  config = vae_mnist.get_config('smoke')
+  config.vae.latent = 'gaussian'
+  config.data.limit = 256
+  config.train.num_epochs = 1
+  config.eval.every_epochs = 0
+  config.logging.tensorboard = False
+  config.vae.iw_examples = 64
+  workdir = str(tmp_path / 'w')
+  train.train_and_evaluate(config, workdir)
+  with train.restore(workdir) as restored:
+    n = len(restored.run.splits.test.images)
+    results = vae_analysis.analyze_vae(restored, str(tmp_path / 'analysis'))
+  saved = np.load(tmp_path / 'analysis' / 'iw_nll.npz')
+  index = saved['index']
+  assert n > 64 and len(index) == len(set(index.tolist())) == 64 == results['iw_examples']
+  assert list(index) == sorted(index) and index.max() < n and index.max() >= n // 2 and index.min() < n // 2
+  assert not np.array_equal(index, np.arange(64))
+  assert results['test/iw_nll'] == pytest.approx(float(saved['nll'].mean()))
+  assert np.isfinite(saved['nll']).all() and int(saved['num_samples']) == config.vae.iw_samples
+
+
+def test_mlp50_is_the_usual_784_500_500_50_vae_with_an_iw_bound_of_at_least_100_samples():
+  config = vae_mnist.get_config('mlp50')
+  config.vae.latent = 'gaussian'
+  model = vae.create_model(config, (28, 28, 1))
+  variables = jax.eval_shape(lambda: model.init({'params': KEY, 'noise': KEY}, jnp.zeros((2, 28, 28, 1)), deterministic=True))
+  shapes = jax.tree_util.tree_map(lambda a: a.shape, variables['params'])
+  assert shapes['encoder'] == {'Dense_0': {'kernel': (784, 500), 'bias': (500,)},
+                               'Dense_1': {'kernel': (500, 500), 'bias': (500,)}}
+  assert shapes['latent_layer']['mean']['kernel'] == (500, 50)
+  assert shapes['decoder'] == {'Dense_0': {'kernel': (50, 500), 'bias': (500,)},
+                               'Dense_1': {'kernel': (500, 500), 'bias': (500,)},
+                               'Dense_2': {'kernel': (500, 784), 'bias': (784,)}}
+  assert config.vae.iw_samples >= 100 and config.data.preprocess == 'binarize_stochastic'
+  # One hidden layer stays the default (the Keras port's 784-256-2 of :cpu).
+  cpu = vae_mnist.get_config('cpu')
+  cpu_model = vae.create_model(cpu, (28, 28, 1))
+  cpu_vars = jax.eval_shape(lambda: cpu_model.init({'params': KEY, 'noise': KEY}, jnp.zeros((2, 28, 28, 1)), deterministic=True))
+  assert set(cpu_vars['params']['encoder']) == {'Dense_0'}

@@ -6,7 +6,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -200,3 +202,208 @@ def analyze_information_plane(workdir: str, out_dir: str) -> dict[str, Any]:
 
 def _nan_to_none(value: float) -> float | None:
   return float(value) if np.isfinite(value) else None
+
+
+# --- several seeds per method (a sweep's report) -------------------------------------------------------------------
+
+# Compression, decided per method and layer over its seeds: the peak capture is chosen on the *test* examples'
+# mean curve (leaving out the first capture, the untrained net), so that the estimator's noise on the training
+# examples, where the fall is measured, does not pick its own maximum; each seed's fall is the mean of the training
+# captures within COMPRESSION_WINDOW of that peak minus the mean of its last COMPRESSION_WINDOW captures (neither
+# window includes the first capture); the fall counts when it is positive by a one-sided t-test over the seeds at
+# COMPRESSION_ALPHA (about 2 % false positives on flat curves with independent noise, 3 seeds of 51 captures).
+COMPRESSION_WINDOW = 3
+COMPRESSION_ALPHA = 0.025
+
+
+def _seed_arrays(seed_records: Sequence[Sequence[Mapping[str, Any]]], split: str,
+                 layer: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """(epochs every seed captured, {field: (seeds, captures) array}) for ixz, ixz_stderr, izy and izy_ce_n."""
+  common = None
+  for records in seed_records:
+    epochs = {float(r['epoch']) for r in records}
+    common = epochs if common is None else common & epochs
+  epochs = np.asarray(sorted(common or ()), np.float64)
+  fields = {}
+  for field in ('ixz', 'ixz_stderr', 'izy', 'izy_ce_n'):
+    rows = []
+    for records in seed_records:
+      by_epoch = {float(r['epoch']): r for r in records}
+      rows.append(_series([by_epoch[e] for e in epochs], split, layer, field))
+    fields[field] = np.asarray(rows, np.float64).reshape(len(seed_records), len(epochs))
+  return epochs, fields
+
+
+def _std(values: np.ndarray, axis: int = 0) -> np.ndarray:
+  n = values.shape[axis]
+  return np.nanstd(values, axis=axis, ddof=1) if n > 1 else np.full(np.delete(values.shape, axis), np.nan)
+
+
+@contextlib.contextmanager
+def _all_nan_quiet():
+  """Silences numpy's warnings on all-NaN slices: their NaN results are handled (reported as None)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)
+    yield
+
+
+def _t_quantile(dof: int, alpha: float = COMPRESSION_ALPHA) -> float:
+  from scipy import stats  # pylint: disable=g-import-not-at-top  (scipy comes with JAX)
+  return float(stats.t.ppf(1.0 - alpha, dof))
+
+
+def summarize_seed_planes(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+                          split: str = 'train') -> dict[str, Any]:
+  """Per method and noisy layer, over the seeds' captures on `split` (nats): the first, peak and final values of the
+  mean curve, each seed's fall from the peak to the end (see the comment at `COMPRESSION_WINDOW`) as mean ± std
+  with its t statistic, the largest single estimate and its distance to log M, and whether the fall counts as
+  compression. `runs` maps a method to the records of each of its seeds. Non-finite numbers come out as None."""
+  out: dict[str, Any] = {'split': split, 'window': COMPRESSION_WINDOW, 'alpha': COMPRESSION_ALPHA, 'methods': {}}
+  chooser = 'test' if split == 'train' else 'train'
+  for method, seed_records in runs.items():
+    seed_records = [r for r in seed_records if r]
+    if not seed_records:
+      continue
+    log_m = float(seed_records[0][-1]['log_m'])
+    out['log_m'] = log_m
+    layers = {}
+    names: list[str] = []
+    for records in seed_records:
+      names += [n for n in _layer_names(records, split) if n not in names]
+    for layer in names:
+      epochs, fields = _seed_arrays(seed_records, split, layer)
+      ixz = fields['ixz']
+      if not epochs.size or not np.isfinite(ixz).any():
+        continue
+      with _all_nan_quiet():
+        mean = np.nanmean(ixz, axis=0)
+        choose = np.nanmean(_seed_arrays(seed_records, chooser, layer)[1]['ixz'], axis=0)
+      if not np.isfinite(choose[1:]).any():  # no capture on the other split: choose on this one
+        choose, chooser_used = mean, split
+      else:
+        chooser_used = chooser
+      peak = 1 + int(np.nanargmax(choose[1:])) if epochs.size > 1 else 0
+      w = COMPRESSION_WINDOW
+      lo, hi = max(1, peak - w // 2), min(epochs.size, peak - w // 2 + w)
+      with _all_nan_quiet():
+        falls = np.nanmean(ixz[:, lo:hi], axis=1) - np.nanmean(ixz[:, max(1, epochs.size - w):], axis=1)
+      finite = falls[np.isfinite(falls)]
+      n = len(finite)
+      fall = float(finite.mean()) if n else float('nan')
+      fall_std = float(finite.std(ddof=1)) if n > 1 else float('nan')
+      t_stat = fall / (fall_std / np.sqrt(n)) if n > 1 and fall_std > 0 else float('nan')
+      t_needed = _t_quantile(n - 1) if n > 1 else float('nan')
+      with _all_nan_quiet():
+        final_std = float(_std(ixz[:, -1:], axis=0)[0])
+        final_izy = float(np.nanmean(fields['izy'][:, -1]))
+        final_izy_ce = float(np.nanmean(fields['izy_ce_n'][:, -1]))
+      layers[layer] = {
+          'seeds': len(seed_records), 'seeds_with_fall': n, 'captures': int(epochs.size),
+          'first_epoch': float(epochs[0]), 'last_epoch': float(epochs[-1]),
+          'first_ixz': _nan_to_none(float(mean[0])), 'peak_ixz': _nan_to_none(float(mean[peak])),
+          'peak_epoch': float(epochs[peak]), 'peak_chosen_on': chooser_used,
+          'final_ixz': _nan_to_none(float(mean[-1])),
+          'final_ixz_std': _nan_to_none(final_std),
+          'compression': _nan_to_none(fall), 'compression_std': _nan_to_none(fall_std),
+          't': _nan_to_none(t_stat), 't_needed': _nan_to_none(t_needed),
+          'max_ixz': float(np.nanmax(ixz)), 'headroom': log_m - float(np.nanmax(ixz)),
+          'final_izy': _nan_to_none(final_izy), 'final_izy_ce_n': _nan_to_none(final_izy_ce),
+          'compresses': None if n < 2 else bool(fall > 0 and (fall_std == 0 or t_stat > t_needed)),
+      }
+    out['methods'][method] = layers
+  return out
+
+
+def describe_seed_planes(summary: Mapping[str, Any]) -> list[str]:
+  """One sentence per method and layer of `summarize_seed_planes`, with its numbers."""
+  lines = []
+  log_m = summary.get('log_m')
+  w = summary.get('window', COMPRESSION_WINDOW)
+  for method, layers in summary.get('methods', {}).items():
+    for layer, s in layers.items():
+      fall = s['compression']
+      if s['compresses'] is None:
+        verdict = (f'{s["seeds_with_fall"]} seed(s) with a finite fall: **cannot tell**')
+      elif s['compresses']:
+        verdict = (f'**compression**: the fall is positive beyond the seeds\' spread (t = {s["t"]:.1f} > '
+                   f'{s["t_needed"]:.1f}, one-sided, {s["seeds_with_fall"]} seeds)' if s['t'] is not None else
+                   '**compression**: every seed falls by the same amount')
+      elif fall is not None and fall <= 0:
+        verdict = '**no compression**: I(X;Z) does not fall after its peak'
+      else:
+        verdict = (f'**no compression we can tell apart from the seeds\' spread** (t = {s["t"]:.1f}, needed '
+                   f'{s["t_needed"]:.1f}, one-sided, {s["seeds_with_fall"]} seeds)' if s['t'] is not None else
+                   '**cannot tell**')
+      pm = f' ± {s["compression_std"]:.2f}' if s['compression_std'] is not None else ''
+      fall_text = f'{fall:.2f}{pm} nats' if fall is not None else 'not finite'
+      numbers = (f'mean I(X;Z) {s["first_ixz"]:.2f} nats at epoch {s["first_epoch"]:g}, '
+                 f'{s["peak_ixz"]:.2f} at its peak (epoch {s["peak_epoch"]:g}, chosen on the '
+                 f'{s["peak_chosen_on"]} examples\' curve), {s["final_ixz"]:.2f}'
+                 + (f' ± {s["final_ixz_std"]:.2f}' if s['final_ixz_std'] is not None else '')
+                 + f' at the end') if None not in (s['first_ixz'], s['peak_ixz'], s['final_ixz']) else (
+                     'mean I(X;Z) not finite at some captures')
+      lines.append(
+          f'{method}, `{layer}` ({s["seeds"]} seeds, {s["captures"]} captures to epoch {s["last_epoch"]:g}): '
+          f'{numbers}. The fall from the {w} captures around the peak to the last {w}, per seed: {fall_text}; '
+          f'{verdict}. Largest single estimate {s["max_ixz"]:.2f} nats'
+          + (f', {s["headroom"]:.2f} below log M = {log_m:.3f}' if log_m is not None else '')
+          + (f'; final I(Z;Y) {s["final_izy"]:.3f} (mixture), {s["final_izy_ce_n"]:.3f} (H(Y) − CE, noise on).'
+             if s['final_izy'] is not None and s['final_izy_ce_n'] is not None else '.'))
+  return lines
+
+
+def plot_seed_planes(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: str, title: str | None = None,
+                     split: str = 'train') -> str:
+  """Each method's information plane as the mean over its seeds with ± one sample std bars at every capture (left),
+  and I(X;Z) against the epoch, each seed thin and the mean ± std as a band (right); one row per noisy layer.
+  Dashed: log M (the estimator's ceiling); dotted: log M − 1. Writes the drawn arrays next to `path` (.npz)."""
+  names: list[str] = []
+  for seed_records in runs.values():
+    for records in seed_records:
+      names += [n for n in _layer_names(records, split) if n not in names]
+  colours = ['tab:blue', 'tab:orange', 'tab:green', 'tab:purple', 'tab:red', 'tab:grey']
+  fig = Figure(figsize=(12, 4.6 * max(1, len(names))))
+  axes = fig.subplots(max(1, len(names)), 2, squeeze=False)
+  arrays: dict[str, np.ndarray] = {}
+  log_m = h_y = None
+  for (ax_plane, ax_time), layer in zip(axes, names):
+    for (method, seed_records), colour in zip(runs.items(), colours):
+      seed_records = [r for r in seed_records if r]
+      if not seed_records:
+        continue
+      log_m, h_y = seed_records[0][-1]['log_m'], seed_records[0][-1][split]['h_y']
+      epochs, fields = _seed_arrays(seed_records, split, layer)
+      ixz, izy = fields['ixz'], fields['izy']
+      mx, my = np.nanmean(ixz, axis=0), np.nanmean(izy, axis=0)
+      sx, sy = _std(ixz), _std(izy)
+      n = len(seed_records)
+      ax_plane.errorbar(mx, my, xerr=np.nan_to_num(sx), yerr=np.nan_to_num(sy), color=colour, lw=0.9, marker='o',
+                        ms=3, elinewidth=0.6, capsize=1.5, label=f'{method} dropout (mean ± std, {n} seeds)')
+      ax_plane.scatter(mx[:1], my[:1], color=colour, marker='s', s=50, edgecolor='k', zorder=3)
+      ax_plane.scatter(mx[-1:], my[-1:], color=colour, marker='*', s=150, edgecolor='k', zorder=3)
+      for row in ixz:
+        ax_time.plot(epochs, row, color=colour, lw=0.5, alpha=0.5)
+      ax_time.plot(epochs, mx, color=colour, lw=1.6, label=f'{method} dropout: mean of {n} seeds (thin: each seed)')
+      ax_time.fill_between(epochs, mx - np.nan_to_num(sx), mx + np.nan_to_num(sx), color=colour, alpha=0.2)
+      for name, value in (('epoch', epochs), ('ixz', ixz), ('izy', izy), ('izy_ce_n', fields['izy_ce_n'])):
+        arrays[f'{method}/{layer}/{name}'] = value
+    for ax in (ax_plane, ax_time):
+      if log_m is not None:
+        (ax.axvline if ax is ax_plane else ax.axhline)(log_m, ls='--', color='0.4', lw=0.8,
+                                                     label=f'log M = {log_m:.2f} (estimator ceiling)')
+        (ax.axvline if ax is ax_plane else ax.axhline)(log_m - 1.0, ls=':', color='0.4', lw=0.8, label='log M − 1')
+    if h_y is not None:
+      ax_plane.axhline(h_y, ls='-.', color='0.6', lw=0.8, label=f'H(Y) = {h_y:.3f}')
+    ax_plane.set_xlabel('I(X;Z) [nats]')
+    ax_plane.set_ylabel('I(Z;Y), mixture estimate [nats]')
+    ax_plane.set_title(f'{layer}: information plane ({split} examples), ■ epoch 0 → ★ last')
+    ax_time.set_xlabel('epoch')
+    ax_time.set_ylabel('I(X;Z) [nats]')
+    ax_time.set_title(f'{layer}: I(X;Z) over training')
+    ax_plane.legend(fontsize=7, loc='lower right')
+    ax_time.legend(fontsize=7, loc='lower right')
+  fig.suptitle(title or 'Information planes, mean ± one sample std over seeds at each capture', fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100, bbox_inches='tight')
+  np.savez(os.path.splitext(path)[0] + '.npz', **arrays)
+  return path

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.patches as mpatches
+import matplotlib.ticker as mticker
 from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
@@ -29,6 +30,13 @@ METRIC_LABELS = {
     'mass_in_box': 'share of the KL heat in the digit box',
     'tc_per_dim_nats': 'total correlation per dimension (nats)',
     'nuisance_error': 'nuisance probe error, %',
+    'test_neg_elbo': 'test −ELBO = D + R (nats per example)',
+    'iw_nll': 'IW bound on −log p(x), k samples (nats)',
+    'test_rate': 'test rate R (nats per example)',
+    'test_distortion': 'test distortion D (nats per example)',
+    'ixz_final': 'I(X;Z) at the last capture (nats)',
+    'ixz_compression': 'I(X;Z): peak − last capture (nats)',
+    'ixz_headroom': 'log M − largest I(X;Z) captured (nats)',
 }
 
 
@@ -92,6 +100,9 @@ def plot(config: ml_collections.ConfigDict, means: Sequence[Mapping[str, Any]],
         ax.errorbar(xs, ys, yerr=es, marker='o', capsize=3, label=', '.join(parts) or column)
     if str(config.report.xscale) == 'log' and numeric:
       ax.set_xscale('log')
+      # Ticks at the sweep's values only: matplotlib's minor labels (3×10⁻¹, 4×10⁻¹, …) overprint each other.
+      ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+      ax.set_xticks(positions, x_order)
     if not numeric:
       ax.set_xticks(positions, x_order)
     ax.set_xlabel(str(config.report.get('x_label', '')) or x)
@@ -100,8 +111,12 @@ def plot(config: ml_collections.ConfigDict, means: Sequence[Mapping[str, Any]],
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
   caption = str(config.report.get('caption', ''))
-  fig.suptitle(f'{config.name}: mean ± std over seeds {tuple(config.seeds)}' + (f'\n{caption}' if caption else ''),
-               fontsize=10)
+  counts = sorted({int(row.get('seeds_done') or 0) for row in means} - {0})
+  if counts and counts[0] == 1 and len(counts) > 1:
+    over = f'mean ± std over {counts[0]}–{counts[-1]} finished seeds (no bar: one seed)'
+  else:
+    over = f'mean ± std over seeds {tuple(config.seeds)}'
+  fig.suptitle(f'{config.name}: {over}' + (f'\n{caption}' if caption else ''), fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 

@@ -59,7 +59,8 @@ def analyze_vae(restored: train.RestoredRun, out_dir: str) -> dict[str, Any]:
   samples.png/.npz (decoded draws from the prior for Gaussian and softplus-information latents; from the aggregate
   posterior q(z) = E_x q(z|x), i.e. noisy codes of random test images, for Echo, whose prior *is* q(z), and for the
   improper log-uniform prior), latent_2d.png/.npz (noisy codes of the test set coloured by label, 2-d latents
-  only), iw_nll.npz (per-example IW bound, when it exists) and analysis.json (the returned dict).
+  only), iw_nll.npz (per-example IW bound, when it exists, on `vae.iw_examples` test images drawn at random once,
+  their indices in `index`) and analysis.json (the returned dict).
 
   Returns:
     {'step', 'beta', 'latent', 'architecture', 'latent_size', 'dataset', 'likelihood', the trainer's test results
@@ -163,10 +164,13 @@ def analyze_vae(restored: train.RestoredRun, out_dir: str) -> dict[str, Any]:
 
   # Importance-weighted bound.
   if vae.has_proper_prior(config):
-    k, count = int(config.vae.iw_samples), int(config.vae.iw_examples) or n
-    nll = vae.importance_weighted_nll(model, variables, x[:count], num_samples=k, key=jax.random.fold_in(key, 3),
-                                  likelihood=likelihood, batch_size=batch)
-    np.savez(os.path.join(out_dir, 'iw_nll.npz'), nll=nll, labels=labels[:count], num_samples=k)
+    k, count = int(config.vae.iw_samples), min(int(config.vae.iw_examples) or n, n)
+    # A fixed random subset, not the first `count`: MNIST's test set is ordered (its first 5000 images are the
+    # cleaner, easier half), so a prefix would bias the bound low.
+    subset = np.sort(np.random.default_rng(0x1AE).permutation(n)[:count]) if count < n else np.arange(n)
+    nll = vae.importance_weighted_nll(model, variables, x[subset], num_samples=k, key=jax.random.fold_in(key, 3),
+                                      likelihood=likelihood, batch_size=batch)
+    np.savez(os.path.join(out_dir, 'iw_nll.npz'), nll=nll, labels=labels[subset], index=subset, num_samples=k)
     stderr = float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else float('nan')
     results.update({'test/iw_nll': float(nll.mean()), 'test/iw_nll_stderr': stderr, 'iw_samples': k,
                     'iw_examples': int(count)})

@@ -13,7 +13,7 @@ import ml_collections
 
 from infodrop_jax.sweep.commands import analyze_command, display_command, train_command
 from infodrop_jax.sweep.files import (LOG_FILE, MEANS_FILE, REPORT_FILE, RESULTS_FILE, STATUS_FILE, SWEEP_FILE,
-                                      read_json, replacing)
+                                      read_json, replacing, write_json)
 from infodrop_jax.sweep.results import number, write_results
 from infodrop_jax.sweep.spec import SEED_AXIS, Point, SweepError, axes_of, is_smoke, points, sanitize
 
@@ -25,6 +25,10 @@ def _expand(metric: str, columns: Iterable[str]) -> list[str]:
   if metric.endswith('*'):
     return sorted(c for c in columns if c.startswith(metric[:-1]))
   return [metric]
+
+
+def _matches(row: Mapping[str, Any], where: Mapping[str, str]) -> bool:
+  return all(str(row.get(k)) == str(v) for k, v in where.items())
 
 
 def _series(means: list[dict[str, Any]], metric: str, x: str, where: Mapping[str, str]) -> dict[str, float]:
@@ -62,7 +66,11 @@ def _check_one(config, means, spec, metric) -> tuple[bool | None, str]:
   """(agrees, the numbers) for one metric column; agrees None = cannot tell. A check may disagree on the values of x
   that finished, but agrees only when every value of x has finished."""
   agrees, detail = _check_finished(config, means, spec, metric)
-  if agrees:
+  if agrees and spec.check in ('at_least', 'at_most'):  # every run `where` selects; no x axis
+    missing = [r for r in means if _matches(r, _where(spec)) and r.get('seeds_done', 0) < r.get('seeds', 0)]
+    if missing:
+      return None, f'{detail}; not every seed finished'
+  elif agrees:
     x = str(spec.get('along', '') or config.report.x)
     where = _where(spec)
     if spec.check == 'le':
@@ -86,6 +94,10 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
   kind = spec.check
   x = str(spec.get('along', '') or config.report.x)
   where = _where(spec)
+  axis_names = [a[0] for a in axes_of(config)]
+  unknown = [k for k in where if k not in axis_names]
+  if unknown:  # it would match no row, and the check would stay 'cannot tell' for ever
+    raise SweepError(f'expect: where={spec.where!r} names {unknown}, which are not axes of the sweep ({axis_names}).')
   tol = float(spec.get('tolerance', 0.0) or 0.0)
   order = _x_order(config, x)
   if kind == 'le':
@@ -98,6 +110,25 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
     holds = [a[v] <= b[v] + tol for v in xs]
     detail = '; '.join(f'{x}={v}: {_fmt(a[v])} vs {_fmt(b[v])}' for v in xs)
     return all(holds), f'{metric} of {spec.a} ≤ {spec.b}{f" + {tol:g}" if tol else ""} at {sum(holds)}/{len(xs)} ({detail})'
+  if kind in ('at_least', 'at_most'):
+    value = float(spec.value)
+    rows = [r for r in means if _matches(r, where)]
+    # Every run counts, not the mean: the smallest (at_least) or largest (at_most) value over each setting's seeds.
+    extreme = [number(r.get(f'{metric}:{"min" if kind == "at_least" else "max"}')) for r in rows]
+    values = [v for v in extreme if v is not None and math.isfinite(v)]
+    if not values:
+      return None, f'{metric}: no finished run{f" with {spec.where}" if where else ""}'
+    worst = min(values) if kind == 'at_least' else max(values)
+    holds = worst >= value - tol if kind == 'at_least' else worst <= value + tol
+    sign = '≥' if kind == 'at_least' else '≤'
+    detail = (f'{metric} {sign} {value:g} in every run{f" with {spec.where}" if where else ""}: '
+              f'{"smallest" if kind == "at_least" else "largest"} {_fmt(worst)} over {len(rows)} setting(s)')
+    # A finished run without a finite value could be the one that breaks the bound.
+    missing = sum(max(0, int(number(r.get('seeds_done')) or 0) - int(number(r.get(f'{metric}:n')) or 0))
+                  for r in rows)
+    if holds and missing:
+      return None, f'{detail}; {missing} finished run(s) have no finite {metric}'
+    return holds, detail
   series = _series(means, metric, x, where)
   xs = [v for v in order if v in series]
   if kind in ('increasing', 'decreasing'):
@@ -139,9 +170,11 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
 #   interior_min  the lowest value lies at neither end of x (three values of x at least); a tie with an end
 #                 disagrees.
 #   above         metric > `reference` (+ tolerance) at every x: ties disagree.
+#   at_least      metric ≥ `value` (− tolerance) in every finished run that `where` selects (its seeds' minimum);
+#   at_most       metric ≤ `value` (+ tolerance) likewise (the maximum); both need every seed finished to agree.
 # `metric` may be 'prefix:*' (every such column) with `mode` 'all' (default) or 'any'. A check disagrees on what
 # finished, but agrees only when every value of x it needs finished; otherwise it cannot tell.
-CHECKS = ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above')
+CHECKS = ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above', 'at_least', 'at_most')
 
 
 def verdicts(config: ml_collections.ConfigDict, means: list[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -192,6 +225,63 @@ def _heatmap_points(config: ml_collections.ConfigDict, all_points: list[Point],
       size = ((run_config.get('data') or {}).get('cluttered') or {}).get('canvas_size')
       out.append((p.labels.get(x, ''), npz, size))
   return out
+
+
+def _rate_distortion(config: ml_collections.ConfigDict, means: list[dict[str, Any]], path: str) -> bool:
+  """The rate–distortion plane of a VAE sweep: mean test rate against mean distortion per (series, x) setting."""
+  from infodrop_jax.analysis import vae as vae_analysis  # pylint: disable=g-import-not-at-top
+  x, series = str(config.report.x), str(config.report.series or '')
+  plane = []
+  for row in means:
+    rate, distortion = number(row.get('test_rate:mean')), number(row.get('test_distortion:mean'))
+    beta = number(row.get(x))
+    if rate is None or distortion is None or beta is None:
+      continue
+    plane.append({'beta': beta, 'rate': rate, 'distortion': distortion,
+                  'latent': str(row.get(series, '')) if series else ''})
+  if not plane:
+    return False
+  vae_analysis.plot_rate_distortion(plane, path)
+  return True
+
+
+def _information_planes(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], all_points: list[Point],
+                        workdir: str, png: str) -> list[str]:
+  """The section on the points' information planes (`plane_figures.plot_seed_planes`): one run per setting of the
+  axes (named by report.x), over its finished seeds; a finished point whose W/information_plane.jsonl cannot be read is named,
+  not drawn."""
+  from infodrop_jax import information_plane  # pylint: disable=g-import-not-at-top
+  from infodrop_jax.analysis import plane_figures  # pylint: disable=g-import-not-at-top
+  x = str(config.report.x)
+  status = {r['point']: r['status'] for r in rows}
+  runs: dict[str, list[list[dict[str, Any]]]] = {}
+  unread = []
+  for p in all_points:
+    if status.get(p.name) != 'done':
+      continue
+    try:
+      records = information_plane.load_records(os.path.join(workdir, p.name))
+    except (OSError, ValueError, KeyError) as e:
+      unread.append(f'`{p.name}` ({type(e).__name__}: {e})')
+      continue
+    # One run per setting of every axis but the seed: x names it, the other axes (if any) qualify it.
+    others = ', '.join(f'{k}={v}' for k, v in p.labels.items() if k not in (x, SEED_AXIS))
+    runs.setdefault(p.labels.get(x, '') + (f' ({others})' if others else ''), []).append(records)
+  if not runs:
+    return []
+  plane_figures.plot_seed_planes(runs, os.path.join(workdir, png),
+                                 title=f'{config.name}: ' + (str(config.report.caption) or 'information planes')
+                                 + ', mean ± one sample std over seeds')
+  summary = plane_figures.summarize_seed_planes(runs)
+  write_json(os.path.join(workdir, os.path.splitext(png)[0] + '.json'), summary)
+  lines = ['## Information planes', '',
+           f'Each line: mean over the seeds at each capture, ± one sample std (figure above; the arrays in '
+           f'`{os.path.splitext(png)[0]}.npz`, these numbers in `{os.path.splitext(png)[0]}.json`). I(X;Z) is the '
+           f'mixture estimate on the M training examples of the capture, which cannot exceed log M.', '']
+  lines += [f'- {line}' for line in plane_figures.describe_seed_planes(summary)]
+  if unread:
+    lines.append(f'- Not drawn, their information_plane.jsonl could not be read: {"; ".join(unread)}.')
+  return lines + ['']
 
 
 def _table(config, means, metrics: list[str]) -> list[str]:
@@ -260,11 +350,22 @@ def write_report(config: ml_collections.ConfigDict, workdir: str) -> str:
     png = f'{name}_heatmaps.png'
     if sweep_figures.heatmap_grid(config, _heatmap_points(config, all_points, workdir), os.path.join(workdir, png)):
       figure_files.append(png)
+  extra_sections = []
+  if config.report.get('rate_distortion'):
+    png = f'{name}_rate_distortion.png'
+    if _rate_distortion(config, means, os.path.join(workdir, png)):
+      figure_files.append(png)
+  if config.report.get('information_plane'):
+    png = f'{name}_information_plane.png'
+    extra_sections = _information_planes(config, rows, all_points, workdir, png)
+    if extra_sections:
+      figure_files.append(png)
   lines += ['## Figure', '']
   for png in figure_files:
     lines += [f'![{png}]({png})', '']
   if not figure_files:
     lines += ['(nothing to plot yet: no point has finished)', '']
+  lines += extra_sections
   table_metrics = [c for _, cols in panels for c in cols]
   lines += [f'## Table (mean ± sample std over finished seeds; every number in {RESULTS_FILE} and {MEANS_FILE})',
             ''] + _table(config, means, table_metrics) + ['']

@@ -1,5 +1,5 @@
 """A sweep's numbers: W/results.csv (one row per point, from its summary.json and analysis/analysis.json) and
-W/results_mean.csv (mean and sample std over each setting's finished seeds)."""
+W/results_mean.csv (mean, sample std, min, max and the count of finite values over each setting's finished seeds)."""
 from __future__ import annotations
 
 import csv
@@ -15,7 +15,10 @@ from infodrop_jax.sweep.files import MEANS_FILE, RESULTS_FILE, STATUS_FILE, read
 from infodrop_jax.sweep.spec import SEED_AXIS, Point, axes_of, points
 
 _SUMMARY_COLUMNS = (('test/error_d', 'test_error_d'), ('test/error_n', 'test_error_n'), ('test/ce_d', 'test_ce_d'),
-                    ('test/ce_n', 'test_ce_n'))
+                    ('test/ce_n', 'test_ce_n'), ('test/neg_elbo', 'test_neg_elbo'), ('test/rate', 'test_rate'),
+                    ('test/distortion', 'test_distortion'))
+# A VAE run's analysis: the importance-weighted bound on −log p(x) (Gaussian and softplus-information latents).
+_VAE_ANALYSIS_COLUMNS = (('test/iw_nll', 'iw_nll'), ('test/iw_nll_stderr', 'iw_nll_stderr'))
 
 
 def number(value: Any) -> float | None:
@@ -67,11 +70,34 @@ def point_row(config: ml_collections.ConfigDict, point: Point, point_dir: str) -
       row[f'pointing:{layer}'] = value
     if localization:
       row['localization_chance'] = localization.get('chance')
+    for key, column in _VAE_ANALYSIS_COLUMNS:
+      if key in analysis:
+        row[column] = analysis[key]
+    row.update(_plane_columns(analysis.get('information_plane') or {}))
     nuisance = analysis.get('nuisance') or {}
     if nuisance:
       row['nuisance_error'] = nuisance.get('nuisance_error')
       row['nuisance_chance'] = nuisance.get('chance_error')
   return row
+
+
+def _plane_columns(plane: dict[str, Any]) -> dict[str, Any]:
+  """Per noisy layer, from a captured information plane (`plane_figures.analyze_information_plane`): ixz_final and
+  ixz_compression (peak − final) on the training examples, and ixz_headroom = log M − the largest I(X;Z) captured on
+  either split (how far every estimate stayed below the estimator's ceiling)."""
+  out: dict[str, Any] = {}
+  log_m = number(plane.get('log_m'))
+  splits = plane.get('splits') or {}
+  layers = {layer for split in splits.values() for layer in (split.get('layers') or {})}
+  for layer in sorted(layers):
+    train = ((splits.get('train') or {}).get('layers') or {}).get(layer) or {}
+    out[f'ixz_final:{layer}'] = train.get('final_ixz')
+    out[f'ixz_compression:{layer}'] = train.get('compression')
+    peaks = [number(((split.get('layers') or {}).get(layer) or {}).get('peak_ixz')) for split in splits.values()]
+    peaks = [p for p in peaks if p is not None]
+    if log_m is not None and peaks:
+      out[f'ixz_headroom:{layer}'] = log_m - max(peaks)
+  return out
 
 
 def _columns(rows: list[dict[str, Any]], first: Sequence[str]) -> list[str]:
@@ -119,6 +145,9 @@ def mean_rows(config: ml_collections.ConfigDict, rows: list[dict[str, Any]]) -> 
       mean[f'{metric}:mean'] = m
       mean[f'{metric}:std'] = (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
                                if len(values) > 1 else None)
+      mean[f'{metric}:min'] = min(values)
+      mean[f'{metric}:max'] = max(values)
+      mean[f'{metric}:n'] = len(values)  # finished seeds with a finite value (NaN and absent ones are left out)
     out.append(mean)
   return out
 

@@ -11,7 +11,8 @@ A sweep is an ml_collections config (configs/sweeps/*.py; `new_config` and `axis
     for a zipped axis whose each value sets several fields at once, a tuple of fields (then every value is a tuple
     with one entry per field). `labels` (optional, one per value) name the values in point names and tables. The
     points are the product of the axes (in the order written) and the seeds.
-  seeds: config.seed of each repetition (a last axis named 'seed').
+  seeds: config.seed of each repetition (a last axis named 'seed'). seeds_only_at: 'axis=label ...' runs the seeds
+    after the first only at the points with those labels (more seeds where the spread matters), '' everywhere.
   analysis: 'field=value' options of the analyze step (`--analysis.field=value`); analyze: False skips that step.
   parallel: points run at once on this machine (each gets its share of the CPU cores and GPUs).
   max_points: run at most this many unfinished points in this invocation (0 = all); only: a space-separated list
@@ -24,7 +25,9 @@ A sweep is an ml_collections config (configs/sweeps/*.py; `new_config` and `axis
   report: what the report plots: x (an axis name), series (an axis name or ''), metrics (result columns, one panel
     each; 'info_layer:*' stands for every column with that prefix), xscale ('linear' | 'log'), heatmaps (a grid of
     each point's analysis/heatmaps.npz: rows = values of x, columns = layers, the same test images), x_label (the
-    x axis as a reader reads it) and caption (a line under the figure's title, e.g. the runs' β).
+    x axis as a reader reads it) and caption (a line under the figure's title, e.g. the runs' β);
+    information_plane (the points' captured information planes overlaid per value of x, mean ± std over seeds at
+    each capture) and rate_distortion (a VAE sweep's test rate against distortion, one line per value of series).
 
 `--mode=sweep` saves the config in W/sweep.json (`save_sweep`), so that `--mode=report` can rebuild it (`load_sweep`).
 """
@@ -62,6 +65,9 @@ def new_config(name: str, base: str, variant: str = '') -> ml_collections.Config
   config.data = ''
   config.axes = ml_collections.ConfigDict()
   config.seeds = (0,)
+  # 'axis=label ...': the seeds after the first run only at the points with all these labels (e.g. 'beta=1': three
+  # seeds at β = 1, one elsewhere); '' = every seed at every point.
+  config.seeds_only_at = ''
   config.analyze = True
   config.analysis = ()
   config.parallel = 1
@@ -77,7 +83,7 @@ def new_config(name: str, base: str, variant: str = '') -> ml_collections.Config
   # title with what a reader needs and the axes do not say (e.g. the β of the runs).
   config.report = ml_collections.ConfigDict(dict(x='', series='', metrics=('test_error_d', 'test_error_n'),
                                                  xscale='linear', heatmaps=False, heatmap_images=3, x_label='',
-                                                 caption=''))
+                                                 caption='', information_plane=False, rate_distortion=False))
   return config
 
 
@@ -189,6 +195,23 @@ def axes_of(config: ml_collections.ConfigDict) -> list[tuple[str, tuple[str, ...
   return out
 
 
+def seeds_only_at(config: ml_collections.ConfigDict, axes=None) -> dict[str, str]:
+  """`config.seeds_only_at` as {axis: label}, checked against the axes."""
+  axes = axes or axes_of(config)
+  labels = {a[0]: a[3] for a in axes if a[0] != SEED_AXIS}
+  out = {}
+  for part in str(config.get('seeds_only_at', '') or '').split():
+    name, sep, label = part.partition('=')
+    if not sep or name not in labels or label not in labels[name]:
+      raise SweepError(f'seeds_only_at={config.seeds_only_at!r}: {part!r} is not axis=label for one of the axes '
+                       f'{ {k: list(v) for k, v in labels.items()} }.')
+    if name in out:
+      raise SweepError(f'seeds_only_at={config.seeds_only_at!r}: axis {name!r} is named twice; a point has one '
+                       'label per axis (list one label per axis).')
+    out[name] = label
+  return out
+
+
 def base_argument(config: ml_collections.ConfigDict) -> str:
   return f'{config.base}:{config.variant}' if config.variant else str(config.base)
 
@@ -206,12 +229,16 @@ def points(config: ml_collections.ConfigDict) -> list[Point]:
   for o in analysis:
     if '=' not in o:
       raise SweepError(f'sweep analysis: {o!r} is not of the form field=value.')
+  only_at = seeds_only_at(config, axes)
   out, names = [], set()
-  for index, choice in enumerate(itertools.product(*[range(len(a[2])) for a in axes])):
+  for choice in itertools.product(*[range(len(a[2])) for a in axes]):
     labels, settings = {}, []
     for (name, fields, values, axis_labels, zipped), i in zip(axes, choice):
       labels[name] = axis_labels[i]
       settings.extend(zip(fields, values[i]) if zipped else [(fields[0], values[i])])
+    if choice[-1] > 0 and any(labels[k] != v for k, v in only_at.items()):
+      continue
+    index = len(out)
     name = sanitize(','.join(f'{k}={v}' for k, v in labels.items()))
     if name in names:
       raise SweepError(f'two points are both named {name!r}; give the axes distinct labels.')
@@ -249,7 +276,9 @@ def save_sweep(config: ml_collections.ConfigDict, workdir: str, command: str) ->
   path = os.path.join(workdir, SWEEP_FILE)
   previous = read_json(path) or {}
   commands = [c for c in previous.get('commands', []) if c != command] + [command]
-  write_json(path, {'config': json.loads(config.to_json_best_effort()), 'commands': commands})
+  # The axes' order names the points (the first axis first); the file's keys are sorted, so it is kept apart.
+  write_json(path, {'config': json.loads(config.to_json_best_effort()), 'commands': commands,
+                    'axis_order': list(json.loads(config.axes.to_json_best_effort()))})
 
 
 def load_sweep(workdir: str) -> ml_collections.ConfigDict:
@@ -262,7 +291,10 @@ def load_sweep(workdir: str) -> ml_collections.ConfigDict:
   saved_config = saved['config']
   axes = saved_config.pop('axes', {})
   config.update(_tuples(saved_config))
-  for name, spec in axes.items():
+  # Files written before the order was saved: their axes are in sorted order.
+  order = [n for n in saved.get('axis_order') or () if n in axes] or list(axes)
+  for name in order + [n for n in axes if n not in order]:
+    spec = axes[name]
     config.axes[name] = axis(spec['field'] if isinstance(spec['field'], str) else tuple(spec['field']),
                              _tuples(spec['values']), spec.get('labels') or ())
   return config
