@@ -401,7 +401,7 @@ def plot_seed_planes(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], 
     ax_time.set_ylabel('I(X;Z) [nats]')
     ax_time.set_title(f'{layer}: I(X;Z) over training')
     ax_plane.legend(fontsize=7, loc='lower right')
-    ax_time.legend(fontsize=7, loc='lower right')
+    ax_time.legend(fontsize=7, loc='center right')  # between the trajectories and the ceiling lines
   fig.suptitle(title or 'Information planes, mean ± one sample std over seeds at each capture', fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=100, bbox_inches='tight')
