@@ -363,3 +363,14 @@ def test_the_readme_quotes_the_committed_anchor():
   assert f'within {float(r["iw_nll"]) - 86.76:.1f} nat of' in row
   for column in ('test_neg_elbo', 'test_rate', 'test_distortion'):
     assert f'{float(r[column]):.2f}' in row, column
+
+
+def test_the_anchor_check_counts_seeds_as_numbers_when_read_from_the_csv():
+  # results_mean.csv gives text: as text '9' < '10' is False, so 9 of 10 seeds passed for all of them.
+  config = train_helpers.load_module('configs/sweeps/vae_mnist.py').get_config('cpu')
+  row = {'latent': 'gaussian', 'beta': '1', 'seeds': '10', 'seeds_done': '9', 'iw_nll:mean': '90.0',
+         'iw_nll:max': '90.5', 'iw_nll:n': '9'}
+  verdict, lines = sweep.verdicts(config, [row])
+  assert verdict.startswith('cannot tell') and 'not every seed finished' in lines[0]
+  verdict, _ = sweep.verdicts(config, [{**row, 'seeds_done': '10', 'iw_nll:n': '10'}])
+  assert verdict.startswith('agree')

@@ -28,6 +28,14 @@ def _layer_names(records: Sequence[Mapping[str, Any]], split: str = 'train') -> 
   return names
 
 
+def _layer_names_of_runs(record_lists: Sequence[Sequence[Mapping[str, Any]]], split: str = 'train') -> list[str]:
+  """The noisy layers of several runs' records, in the order they first appear."""
+  names: list[str] = []
+  for records in record_lists:
+    names += [n for n in _layer_names(records, split) if n not in names]
+  return names
+
+
 def _series(records: Sequence[Mapping[str, Any]], split: str, layer: str, field: str) -> np.ndarray:
   """One field of one layer over the records (NaN where missing or null)."""
   values = []
@@ -109,9 +117,7 @@ def plot_method_overlay(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: s
   the mixture I(Z;Y) (circles) and the bound H(Y) − CE with the noise on (crosses). Each run has its own colour
   map, light at the first epoch and dark at the last; the square marks the start, the star the end. Returns `path`.
   """
-  names: list[str] = []
-  for records in runs.values():
-    names += [n for n in _layer_names(records, split) if n not in names]
+  names = _layer_names_of_runs(list(runs.values()), split)
   cmaps = ['Blues', 'Oranges', 'Greens', 'Purples', 'Reds', 'Greys']
   rows = max(1, len(names))
   fig = Figure(figsize=(12, 4.6 * rows))
@@ -267,10 +273,7 @@ def summarize_seed_planes(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]
     log_m = float(seed_records[0][-1]['log_m'])
     out['log_m'] = log_m
     layers = {}
-    names: list[str] = []
-    for records in seed_records:
-      names += [n for n in _layer_names(records, split) if n not in names]
-    for layer in names:
+    for layer in _layer_names_of_runs(seed_records, split):
       epochs, fields = _seed_arrays(seed_records, split, layer)
       ixz = fields['ixz']
       if not epochs.size or not np.isfinite(ixz).any():
@@ -357,10 +360,7 @@ def plot_seed_planes(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], 
   """Each method's information plane as the mean over its seeds with ± one sample std bars at every capture (left),
   and I(X;Z) against the epoch, each seed thin and the mean ± std as a band (right); one row per noisy layer.
   Dashed: log M (the estimator's ceiling); dotted: log M − 1. Writes the drawn arrays next to `path` (.npz)."""
-  names: list[str] = []
-  for seed_records in runs.values():
-    for records in seed_records:
-      names += [n for n in _layer_names(records, split) if n not in names]
+  names = _layer_names_of_runs([records for seed_records in runs.values() for records in seed_records], split)
   colours = ['tab:blue', 'tab:orange', 'tab:green', 'tab:purple', 'tab:red', 'tab:grey']
   fig = Figure(figsize=(12, 4.6 * max(1, len(names))))
   axes = fig.subplots(max(1, len(names)), 2, squeeze=False)

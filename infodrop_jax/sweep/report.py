@@ -34,7 +34,7 @@ def _matches(row: Mapping[str, Any], where: Mapping[str, str]) -> bool:
 def _series(means: list[dict[str, Any]], metric: str, x: str, where: Mapping[str, str]) -> dict[str, float]:
   values: dict[str, list[float]] = {}
   for row in means:
-    if any(str(row.get(k)) != str(v) for k, v in where.items()):
+    if not _matches(row, where):
       continue
     value = number(row.get(f'{metric}:mean'))
     if value is not None and math.isfinite(value):
@@ -67,7 +67,9 @@ def _check_one(config, means, spec, metric) -> tuple[bool | None, str]:
   that finished, but agrees only when every value of x has finished."""
   agrees, detail = _check_finished(config, means, spec, metric)
   if agrees and spec.check in ('at_least', 'at_most'):  # every run `where` selects; no x axis
-    missing = [r for r in means if _matches(r, _where(spec)) and r.get('seeds_done', 0) < r.get('seeds', 0)]
+    # Numbers, not text: mean rows read back from results_mean.csv hold strings ('10' < '9').
+    missing = [r for r in means if _matches(r, _where(spec))
+               and (number(r.get('seeds_done')) or 0) < (number(r.get('seeds')) or 0)]
     if missing:
       return None, f'{detail}; not every seed finished'
   elif agrees:
