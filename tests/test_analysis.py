@@ -81,15 +81,36 @@ def test_every_analysis_writes_its_files(boxed_run):
   workdir, _, _, _, result = boxed_run
   out = os.path.join(workdir, 'analysis')
   for name in ('analysis.json', 'heatmaps.png', 'heatmaps.npz', 'info_per_layer.png', 'info_per_layer.npz',
-               'prior_fit.png', 'prior_fit.npz', 'total_correlation.npz', 'curves.png', 'curves.npz'):
+               'prior_fit.png', 'prior_fit.npz', 'total_correlation.npz', 'curves.png', 'curves.npz', 'train_error.npz'):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   assert set(result['files']) <= set(os.listdir(out))
   with open(os.path.join(out, 'analysis.json'), encoding='utf-8') as f:
     saved = json.load(f)
-  for key in ('info_per_layer', 'info_per_unit', 'localization', 'total_correlation', 'prior_fit', 'nuisance'):
+  for key in ('train_error', 'info_per_layer', 'info_per_unit', 'localization', 'total_correlation', 'prior_fit',
+              'nuisance'):
     assert key in saved, key
   assert saved['skipped'] == {'information_plane': result['skipped']['information_plane']}
   assert saved['test']['test/error_d'] == pytest.approx(result['test']['test/error_d'])
+
+
+def test_train_error_is_every_training_image_classified_again_and_the_test_error_is_the_evaluations(boxed_run):
+  workdir, model, splits, config, result = boxed_run
+  fit = result['train_error']
+  # Known answer 1: the evaluation's own test error (D), reached by another code path (the trainer's compiled pass).
+  assert fit['test_error_d'] == pytest.approx(result['test']['test/error_d'], abs=1e-12)
+  # Known answer 2: the training images through the restored model by hand, noise off.
+  with train.restore(workdir, config, model=model, splits=splits) as restored:
+    variables = restored.variables()
+  logits = model.apply(variables, preprocess.to_unit_interval(splits.train.images), deterministic=True,
+                       use_running_average=True)
+  expected = float(np.mean(np.asarray(logits).argmax(-1) != splits.train.labels))
+  assert fit['train_error_d'] == pytest.approx(expected, abs=1e-12)
+  assert fit['train_examples'] == len(splits.train) and fit['test_examples'] == len(splits.test)
+  assert fit['generalization_gap_d'] == pytest.approx(fit['test_error_d'] - fit['train_error_d'])
+  assert 0 <= fit['train_error_n'] <= 1
+  arrays = np.load(os.path.join(workdir, 'analysis', 'train_error.npz'))
+  assert arrays['train_wrong_d'].shape == (len(splits.train),) and arrays['train_wrong_d'].mean() == fit['train_error_d']
+  assert arrays['test_wrong_d'].mean() == fit['test_error_d']
 
 
 def test_heatmaps_npz_layout_and_boxes(boxed_run):

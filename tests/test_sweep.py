@@ -156,6 +156,8 @@ def test_sweep_end_to_end_resumes_and_reports_failures(shared_data, tmp_path):
         assert float(row['kl:' + key[len('test/kl/'):]]) == value
     for layer, value in (analysis.get('info_per_unit') or {}).items():
       assert float(row[f'info_unit:{layer}']) == value
+    for key in ('train_error_d', 'train_error_n', 'generalization_gap_d'):
+      assert float(row[key]) == analysis['train_error'][key]
     assert float(row['wall_time_s']) > 0
   assert rows[SMOKE_POINTS[0]]['info_unit:hidden1/noise'] and not rows[SMOKE_POINTS[2]].get('info_unit:hidden1/noise')
   means = {r['dropout']: r for r in sweep.read_csv(work / 'results_mean.csv')}

@@ -516,6 +516,10 @@ COMMITTED = [
      {'gaussian_near_the_iwae_anchor': 'disagrees'}),
     ('vae_mnist', 'vae_mnist_anchor', 'agree (1 of 1 checks agree, 0 disagree, 0 cannot tell)',
      {'gaussian_near_the_iwae_anchor': 'agrees'}),
+    ('fig6_info', 'fig6_info_cpu', 'agree (2 of 2 checks agree, 0 disagree, 0 cannot tell)',
+     {'per_unit_falls_with_filters': 'agrees', 'total_about_constant': 'agrees'}),
+    ('fig5_tc', 'fig5_tc_cpu', 'partly (1 of 2 checks agree, 1 disagree, 0 cannot tell)',
+     {'error_dips': 'disagrees', 'tc_decreases': 'agrees'}),
 ]
 
 
@@ -536,6 +540,34 @@ def test_committed_fig3a_numbers():
                             sweep.read_csv(REPORTS / 'fig3a_mnist_cpu' / sweep.MEANS_FILE))
   assert lines[0].endswith('**agrees**: test_error_d of information ≤ binary at 4/4 (width=64: 0.04555 vs 0.2309; '
                            'width=128: 0.02645 vs 0.06365; width=256: 0.01935 vs 0.03655; width=512: 0.017 vs 0.025)')
+
+
+def test_committed_fig5_per_dimension_numbers_divide_by_the_layer_sizes():
+  # Known answer from the architecture: All-CNN-32 at 25 % filters has 24 channels at 16×16 after block 1's pooling
+  # and 48 channels at 8×8 after block 2's, so per-unit and per-dimension numbers are the totals over 6144 and 3072.
+  rows = sweep.read_csv(REPORTS / 'fig5_tc_cpu' / sweep.RESULTS_FILE)
+  assert len(rows) == 6 and {r['status'] for r in rows} == {'done'}
+  for row in rows:
+    assert float(row['tc_nats']) / float(row['tc_per_dim_nats']) == pytest.approx(8 * 8 * 48, rel=1e-9)
+    assert (float(row['info_layer:block1_pool/noise']) / float(row['info_unit:block1_pool/noise'])
+            == pytest.approx(16 * 16 * 24, rel=1e-9))
+    assert (float(row['info_layer:block2_pool/noise']) / float(row['info_unit:block2_pool/noise'])
+            == pytest.approx(8 * 8 * 48, rel=1e-9))
+    # The analysis' KL is the trainer's test KL recomputed, so the two agree to the noise of one pass.
+    assert float(row['info_layer:block1_pool/noise']) == pytest.approx(float(row['kl:block1_pool/noise']), rel=0.01)
+
+
+def test_committed_fig6_per_unit_numbers_divide_by_the_layer_sizes():
+  # Known answer from the architecture: the original's int(96 f) and int(192 f) channels, at 16×16 after block 1's
+  # pooling and 8×8 after block 2's: (9, 19), (19, 38) and (28, 57) channels at 10, 20 and 30 % of the filters.
+  channels = {'0.1': (9, 19), '0.2': (19, 38), '0.3': (28, 57)}
+  rows = sweep.read_csv(REPORTS / 'fig6_info_cpu' / sweep.RESULTS_FILE)
+  assert sorted((r['filters'], r['seed']) for r in rows) == [(f, s) for f in channels for s in '01']
+  for row in rows:
+    c1, c2 = channels[row['filters']]
+    for layer, units in (('block1_pool/noise', 16 * 16 * c1), ('block2_pool/noise', 8 * 8 * c2)):
+      assert float(row[f'info_layer:{layer}']) / float(row[f'info_unit:{layer}']) == pytest.approx(units, rel=1e-9)
+    assert float(row['tc_nats']) / float(row['tc_per_dim_nats']) == pytest.approx(8 * 8 * c2, rel=1e-9)
 
 
 @pytest.mark.parametrize('preset,report', [c[:2] for c in COMMITTED])

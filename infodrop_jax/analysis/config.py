@@ -4,7 +4,7 @@ from __future__ import annotations
 import ml_collections
 
 # Every analysis `--mode=analyze` knows, in the order it runs them.
-ANALYSES = ('heatmaps', 'total_correlation', 'info_per_layer', 'prior_fit', 'nuisance_probe', 'curves',
+ANALYSES = ('train_error', 'heatmaps', 'total_correlation', 'info_per_layer', 'prior_fit', 'nuisance_probe', 'curves',
             'information_plane')
 
 

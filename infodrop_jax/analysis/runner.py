@@ -5,6 +5,8 @@ was drawn from, so a report can re-plot without re-running. The same checkpoint 
 random draw comes from keys derived from the run's seed.
 
 Classifier analyses (each runs where it applies; the others are listed in analysis.json 'skipped' with the reason):
+  train_error        error on the whole training split, noise off (D) and on (N), and the test error (D) again:
+                     whether and how far the net overfits (the generalisation gap the paper's noise should close).
   heatmaps           KL of each noisy conv layer per location, noise off, for `num_images` test images (paper
                      Fig. 2); on datasets with boxes also the localisation of the maps over the whole test split.
   total_correlation  Gaussian TC of the last noisy layer's log z, noise on, over the test split (paper Fig. 5).
@@ -96,11 +98,23 @@ class _Forward:
       self.noise_order = tuple(outputs)
       return kl_lib.kl_maps_by_layer(state.get(kl_lib.KL_COLLECTION)), outputs
 
+    def output(variables, raw_images, key, deterministic):
+      binarize_key, noise_key = jax.random.split(key)
+      batch = run.model_inputs({'images': preprocess.to_unit_interval(raw_images)}, binarize_key)
+      out, _ = model.apply(variables, batch['images'], deterministic=deterministic, use_running_average=True,
+                           rngs={'noise': noise_key}, mutable=[kl_lib.KL_COLLECTION])
+      return out
+
     self.noise_order: tuple[str, ...] = ()
     self._fn = run.parallel.jit(forward, static_argnums=3)
+    self._output_fn = run.parallel.jit(output, static_argnums=3)
 
   def __call__(self, raw_images: np.ndarray, key: jax.Array, deterministic: bool):
     return self._fn(self.variables, jnp.asarray(raw_images), key, deterministic)
+
+  def output(self, raw_images: np.ndarray, key: jax.Array, deterministic: bool) -> jax.Array:
+    """The model's output (a classifier's logits) on raw split images."""
+    return self._output_fn(self.variables, jnp.asarray(raw_images), key, deterministic)
 
 
 # --- the analyses --------------------------------------------------------------------------------------------------
@@ -203,7 +217,8 @@ def analyze_classifier(config: ml_collections.ConfigDict, workdir: str, options:
                                       'beta': float(config.loss.beta), 'seed': int(config.seed)},
                               'test': test, 'files': [], 'skipped': {}}
     ctx = _Context(config, options, run, forward, variables, test, out_dir, result, progress)
-    steps = {'heatmaps': ctx.heatmaps, 'total_correlation': ctx.representation_statistics,
+    steps = {'train_error': ctx.train_error, 'heatmaps': ctx.heatmaps,
+             'total_correlation': ctx.representation_statistics,
              'info_per_layer': ctx.representation_statistics, 'prior_fit': ctx.representation_statistics,
              'nuisance_probe': ctx.nuisance_probe, 'curves': ctx.curves, 'information_plane': ctx.information_plane}
     done = set()
@@ -297,6 +312,38 @@ class _Context:
   def _batches(self, split_images: np.ndarray):
     for start in range(0, len(split_images), self.batch_size):
       yield start, split_images[start:start + self.batch_size]
+
+  # --- how far the net fits its training split ---
+
+  def _errors(self, split: Any, key: jax.Array, deterministic: bool) -> np.ndarray:
+    """Per example of `split`: whether the classifier's top class is wrong."""
+    wrong = np.zeros(len(split), bool)
+    for start, images in self._batches(split.images):
+      logits = np.asarray(self.forward.output(images, jax.random.fold_in(key, start), deterministic))
+      wrong[start:start + len(images)] = logits.argmax(axis=-1) != split.labels[start:start + len(images)]
+    return wrong
+
+  def train_error(self) -> None:
+    train_split = self.run.splits.train
+    self.progress(f'train error: {len(train_split)} training images with the noise off and on, and the '
+                  f'{len(self.test_split)} test images with it off')
+    key = jax.random.fold_in(self.root_key, 5)
+    wrong_train_d = self._errors(train_split, jax.random.fold_in(key, 0), True)
+    wrong_train_n = self._errors(train_split, jax.random.fold_in(key, 1), False)
+    wrong_test_d = self._errors(self.test_split, jax.random.fold_in(key, 2), True)
+    fit = {'train_error_d': float(wrong_train_d.mean()), 'train_error_n': float(wrong_train_n.mean()),
+           'test_error_d': float(wrong_test_d.mean()), 'train_examples': len(train_split),
+           'test_examples': len(self.test_split)}
+    fit['generalization_gap_d'] = fit['test_error_d'] - fit['train_error_d']
+    fit['note'] = ('errors of the checkpoint the analysis reads, over every image of each split, with the noise off '
+                   '(D) and, for the training split, on (N; one draw); BatchNorm as in the evaluation. test_error_d '
+                   'is recomputed here and equals summary.json\'s test/error_d; generalization_gap_d = test_error_d '
+                   '- train_error_d. Training-split images are the training\'s own inputs before any augmentation.')
+    self.result['train_error'] = fit
+    self._save_npz('train_error.npz', train_wrong_d=wrong_train_d, train_wrong_n=wrong_train_n,
+                   test_wrong_d=wrong_test_d)
+    self.progress(f'train error {100 * fit["train_error_d"]:.2f} % (D) / {100 * fit["train_error_n"]:.2f} % (N), '
+                  f'test error {100 * fit["test_error_d"]:.2f} % (D)')
 
   # --- heatmaps and localisation ---
 

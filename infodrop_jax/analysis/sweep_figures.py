@@ -23,6 +23,9 @@ import numpy as np
 METRIC_LABELS = {
     'test_error_d': 'test error, noise off (D), %',
     'test_error_n': 'test error, noise on (N), %',
+    'train_error_d': 'training error, noise off (D), %',
+    'train_error_n': 'training error, noise on (N), %',
+    'generalization_gap_d': 'test − training error, noise off (fraction)',
     'test_ce_d': 'test cross-entropy, noise off (nats)',
     'kl': 'KL per layer (nats per example)',
     'info_layer': 'information per layer (nats per example)',

@@ -55,6 +55,10 @@ def point_row(config: ml_collections.ConfigDict, point: Point, point_dir: str) -
     row['wall_time_s'] = status['wall_time_s']
   analysis = read_json(os.path.join(point_dir, 'analysis', 'analysis.json'))
   if isinstance(analysis, dict):
+    fit = analysis.get('train_error') or {}
+    for key in ('train_error_d', 'train_error_n', 'generalization_gap_d'):
+      if key in fit:
+        row[key] = fit[key]
     for layer, value in (analysis.get('info_per_layer') or {}).items():
       row[f'info_layer:{layer}'] = value
     for layer, value in (analysis.get('info_per_unit') or {}).items():
