@@ -518,6 +518,8 @@ COMMITTED = [
      {'gaussian_near_the_iwae_anchor': 'agrees'}),
     ('fig6_info', 'fig6_info_cpu', 'agree (2 of 2 checks agree, 0 disagree, 0 cannot tell)',
      {'per_unit_falls_with_filters': 'agrees', 'total_about_constant': 'agrees'}),
+    ('fig3b_cifar', 'fig3b_cifar_cpu', 'disagree (0 of 1 checks agree, 1 disagree, 0 cannot tell)',
+     {'information_le_binary': 'disagrees'}),
     ('fig5_tc', 'fig5_tc_cpu', 'partly (1 of 2 checks agree, 1 disagree, 0 cannot tell)',
      {'error_dips': 'disagrees', 'tc_decreases': 'agrees'}),
 ]
@@ -568,6 +570,25 @@ def test_committed_fig6_per_unit_numbers_divide_by_the_layer_sizes():
     for layer, units in (('block1_pool/noise', 16 * 16 * c1), ('block2_pool/noise', 8 * 8 * c2)):
       assert float(row[f'info_layer:{layer}']) / float(row[f'info_unit:{layer}']) == pytest.approx(units, rel=1e-9)
     assert float(row['tc_nats']) / float(row['tc_per_dim_nats']) == pytest.approx(8 * 8 * c2, rel=1e-9)
+
+
+def test_the_same_run_in_two_committed_sweeps_gives_the_same_numbers():
+  # Known answer: fig3b's information dropout at 10 % filters is fig6's 10 % point (cifar_softplus, β 3, the same
+  # overrides and seeds), run by another sweep (two at a time, one core each, against one at a time on two cores).
+  fig3b = {r['seed']: r for r in sweep.read_csv(REPORTS / 'fig3b_cifar_cpu' / sweep.RESULTS_FILE)
+           if (r['dropout'], r['filters']) == ('information', '0.1')}
+  fig6 = {r['seed']: r for r in sweep.read_csv(REPORTS / 'fig6_info_cpu' / sweep.RESULTS_FILE) if r['filters'] == '0.1'}
+  assert sorted(fig3b) == sorted(fig6) == ['0', '1']
+  for seed, row in fig3b.items():
+    for column in ('test_error_d', 'test_error_n'):
+      assert row[column] == fig6[seed][column], (seed, column)
+    # One core against two sums in another order: the same to float rounding (1e-7 relative seen).
+    for column in ('test_ce_d', 'test_ce_n', 'kl:block1_pool/noise', 'kl:block2_pool/noise'):
+      assert float(row[column]) == pytest.approx(float(fig6[seed][column]), rel=1e-5), (seed, column)
+  # train_error's identity: the gap is test minus training error, noise off.
+  for row in sweep.read_csv(REPORTS / 'fig3b_cifar_cpu' / sweep.RESULTS_FILE):
+    assert float(row['generalization_gap_d']) == pytest.approx(
+        float(row['test_error_d']) - float(row['train_error_d']), abs=1e-12)
 
 
 @pytest.mark.parametrize('preset,report', [c[:2] for c in COMMITTED])

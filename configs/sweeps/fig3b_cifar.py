@@ -11,8 +11,10 @@ Variants:
           canonical CIFAR-10: about 5–6 min per point on one H100 (309 s measured for cifar_info's 200 epochs at
           100 % filters; smaller nets are not much faster on a GPU), about 4 h on one H100, 30 min on 8.
   :cpu    filters 10/25 % × information, binary × seeds 0,1 = 8 points, 5 epochs of the whole 50 000-image
-          JPEG-proxy training split (lr ×0.1 at 4): run two at a time (--config.parallel=2), each on one core, about
-          40 min on a 2-core CPU (fig5_tc:cpu's 25 % net: 63 s per epoch on both cores).
+          JPEG-proxy training split (lr ×0.1 at 4), two at a time (--config.parallel=2), each on one core: 437–539 s
+          training at 10 %, 910–1147 s at 25 %, plus 150–300 s analysis, 65 min on a 2-core CPU with the test suite
+          beside it (2026-12-03; about 40 min alone, estimated). Result (reports/fig3b_cifar_cpu): disagrees;
+          information < binary at 10 % (45.4 vs 51.1 %) but not at 25 % (49.7 vs 41.4 %); no net overfits.
   :smoke  filters 10 % × information, binary, 1 epoch of 512 proxy images.
 """
 from __future__ import annotations
