@@ -81,7 +81,8 @@ def test_every_analysis_writes_its_files(boxed_run):
   workdir, _, _, _, result = boxed_run
   out = os.path.join(workdir, 'analysis')
   for name in ('analysis.json', 'heatmaps.png', 'heatmaps.npz', 'info_per_layer.png', 'info_per_layer.npz',
-               'prior_fit.png', 'prior_fit.npz', 'total_correlation.npz', 'curves.png', 'curves.npz', 'train_error.npz'):
+               'prior_fit.png', 'prior_fit.npz', 'total_correlation.npz', 'curves.png', 'curves.npz',
+               'train_error.npz'):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   assert set(result['files']) <= set(os.listdir(out))
   with open(os.path.join(out, 'analysis.json'), encoding='utf-8') as f:
@@ -109,7 +110,8 @@ def test_train_error_is_every_training_image_classified_again_and_the_test_error
   assert fit['generalization_gap_d'] == pytest.approx(fit['test_error_d'] - fit['train_error_d'])
   assert 0 <= fit['train_error_n'] <= 1
   arrays = np.load(os.path.join(workdir, 'analysis', 'train_error.npz'))
-  assert arrays['train_wrong_d'].shape == (len(splits.train),) and arrays['train_wrong_d'].mean() == fit['train_error_d']
+  assert arrays['train_wrong_d'].shape == (len(splits.train),)
+  assert arrays['train_wrong_d'].mean() == fit['train_error_d']
   assert arrays['test_wrong_d'].mean() == fit['test_error_d']
 
 

@@ -544,32 +544,32 @@ def test_committed_fig3a_numbers():
                            'width=128: 0.02645 vs 0.06365; width=256: 0.01935 vs 0.03655; width=512: 0.017 vs 0.025)')
 
 
+def _assert_divided_by_the_layer_sizes(row, channels1, channels2):
+  """Per-unit and per-dimension numbers of an All-CNN-32 row are its totals over the noisy layers' sizes: `channels1`
+  at 16×16 after block 1's pooling, `channels2` at 8×8 after block 2's (TC is of the last noisy layer)."""
+  for layer, units in (('block1_pool/noise', 16 * 16 * channels1), ('block2_pool/noise', 8 * 8 * channels2)):
+    assert float(row[f'info_layer:{layer}']) / float(row[f'info_unit:{layer}']) == pytest.approx(units, rel=1e-9)
+  assert float(row['tc_nats']) / float(row['tc_per_dim_nats']) == pytest.approx(8 * 8 * channels2, rel=1e-9)
+
+
 def test_committed_fig5_per_dimension_numbers_divide_by_the_layer_sizes():
-  # Known answer from the architecture: All-CNN-32 at 25 % filters has 24 channels at 16×16 after block 1's pooling
-  # and 48 channels at 8×8 after block 2's, so per-unit and per-dimension numbers are the totals over 6144 and 3072.
+  # Known answer from the architecture: All-CNN-32 at 25 % filters has 24 and 48 channels.
   rows = sweep.read_csv(REPORTS / 'fig5_tc_cpu' / sweep.RESULTS_FILE)
   assert len(rows) == 6 and {r['status'] for r in rows} == {'done'}
   for row in rows:
-    assert float(row['tc_nats']) / float(row['tc_per_dim_nats']) == pytest.approx(8 * 8 * 48, rel=1e-9)
-    assert (float(row['info_layer:block1_pool/noise']) / float(row['info_unit:block1_pool/noise'])
-            == pytest.approx(16 * 16 * 24, rel=1e-9))
-    assert (float(row['info_layer:block2_pool/noise']) / float(row['info_unit:block2_pool/noise'])
-            == pytest.approx(8 * 8 * 48, rel=1e-9))
+    _assert_divided_by_the_layer_sizes(row, 24, 48)
     # The analysis' KL is the trainer's test KL recomputed, so the two agree to the noise of one pass.
     assert float(row['info_layer:block1_pool/noise']) == pytest.approx(float(row['kl:block1_pool/noise']), rel=0.01)
 
 
 def test_committed_fig6_per_unit_numbers_divide_by_the_layer_sizes():
-  # Known answer from the architecture: the original's int(96 f) and int(192 f) channels, at 16×16 after block 1's
-  # pooling and 8×8 after block 2's: (9, 19), (19, 38) and (28, 57) channels at 10, 20 and 30 % of the filters.
+  # Known answer from the architecture: the original's int(96 f) and int(192 f) channels, (9, 19), (19, 38) and
+  # (28, 57) at 10, 20 and 30 % of the filters.
   channels = {'0.1': (9, 19), '0.2': (19, 38), '0.3': (28, 57)}
   rows = sweep.read_csv(REPORTS / 'fig6_info_cpu' / sweep.RESULTS_FILE)
   assert sorted((r['filters'], r['seed']) for r in rows) == [(f, s) for f in channels for s in '01']
   for row in rows:
-    c1, c2 = channels[row['filters']]
-    for layer, units in (('block1_pool/noise', 16 * 16 * c1), ('block2_pool/noise', 8 * 8 * c2)):
-      assert float(row[f'info_layer:{layer}']) / float(row[f'info_unit:{layer}']) == pytest.approx(units, rel=1e-9)
-    assert float(row['tc_nats']) / float(row['tc_per_dim_nats']) == pytest.approx(8 * 8 * c2, rel=1e-9)
+    _assert_divided_by_the_layer_sizes(row, *channels[row['filters']])
 
 
 def test_the_same_run_in_two_committed_sweeps_gives_the_same_numbers():

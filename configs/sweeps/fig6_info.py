@@ -12,7 +12,8 @@ Variants:
   :cpu    filters 10/20/30 % × seeds 0,1 = 6 points, 5 epochs of the whole 50 000-image JPEG-proxy training split
           (lr ×0.1 at 4): 264–766 s per point on a 2-core CPU (train + analysis; 10 % is the fast one), 48 min in all
           (2026-12-02; the runs shared the CPU with tests for part of it). Result (reports/fig6_info_cpu): agrees;
-          about 1020 nats in block 1 and 600–730 in block 2 at every fraction, per unit 0.44 → 0.14 and 0.58 → 0.16.
+          about 1020 nats in block 1 and 600–730 in block 2 at every fraction; per unit 0.44 → 0.14 and
+          0.58 → 0.16.
   :smoke  filters 5/10 %, 1 epoch of 512 proxy images.
 """
 from __future__ import annotations

@@ -87,23 +87,22 @@ class _Forward:
     self.run, self.variables = run, variables
     model = run.model
 
-    def forward(variables, raw_images, key, deterministic):
+    def apply(variables, raw_images, key, deterministic, mutable, **kwargs):
       binarize_key, noise_key = jax.random.split(key)
       batch = run.model_inputs({'images': preprocess.to_unit_interval(raw_images)}, binarize_key)
-      _, state = model.apply(variables, batch['images'], deterministic=deterministic, use_running_average=True,
-                             rngs={'noise': noise_key}, mutable=[kl_lib.KL_COLLECTION, 'intermediates'],
-                             capture_intermediates=_is_noise_call)
+      return model.apply(variables, batch['images'], deterministic=deterministic, use_running_average=True,
+                         rngs={'noise': noise_key}, mutable=mutable, **kwargs)
+
+    def forward(variables, raw_images, key, deterministic):
+      _, state = apply(variables, raw_images, key, deterministic, [kl_lib.KL_COLLECTION, 'intermediates'],
+                       capture_intermediates=_is_noise_call)
       outputs = _noise_outputs(state.get('intermediates', {}))
       # jit and eval_shape hand dicts back with sorted keys: keep the run order, recorded while tracing.
       self.noise_order = tuple(outputs)
       return kl_lib.kl_maps_by_layer(state.get(kl_lib.KL_COLLECTION)), outputs
 
     def output(variables, raw_images, key, deterministic):
-      binarize_key, noise_key = jax.random.split(key)
-      batch = run.model_inputs({'images': preprocess.to_unit_interval(raw_images)}, binarize_key)
-      out, _ = model.apply(variables, batch['images'], deterministic=deterministic, use_running_average=True,
-                           rngs={'noise': noise_key}, mutable=[kl_lib.KL_COLLECTION])
-      return out
+      return apply(variables, raw_images, key, deterministic, [kl_lib.KL_COLLECTION])[0]
 
     self.noise_order: tuple[str, ...] = ()
     self._fn = run.parallel.jit(forward, static_argnums=3)
