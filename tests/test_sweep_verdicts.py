@@ -317,6 +317,24 @@ def test_above_with_one_point_decides_on_it():
               betas=(0.5,)) == (AGREE_1, '`c`: **agrees**: m above chance at 1/1 (beta=0.5: 0.5 vs 0.25)')
 
 
+def test_above_factor_scales_the_reference():
+  # "test error more than twice the training error": 0.5 > 2 × 0.25 is a tie, so it disagrees; 0.625 agrees.
+  spec = {**ABOVE, 'factor': 2.0}
+  assert _above([0.625, 0.75, 0.875], spec=spec) == (
+      AGREE_1, '`c`: **agrees**: m above 2 × chance at 3/3 (beta=0.01: 0.625 vs 2 × 0.25; beta=0.1: 0.75 vs 2 × 0.25; '
+               'beta=1: 0.875 vs 2 × 0.25)')
+  assert _above([0.5, 0.75, 0.875], spec=spec)[0] == DISAGREE_1
+
+
+def test_where_pinning_x_needs_only_that_value():
+  # The overfitting check of Fig 3a looks at the largest width only; the other widths need not have finished.
+  spec = {**ABOVE, 'factor': 2.0, 'where': 'beta=1'}
+  means = _merge(_means([None, None, 0.875]), _means([None, None, 0.25], metric='chance'))
+  assert _one(spec, means) == (AGREE_1, '`c`: **agrees**: m above 2 × chance at 1/1 (beta=1: 0.875 vs 2 × 0.25)')
+  means = _merge(_means([0.875, 0.875, None]), _means([0.25, 0.25, None], metric='chance'))
+  assert _one(spec, means)[0] == CANNOT_TELL_1  # the pinned value did not finish; the others do not count
+
+
 def test_unknown_check_kind_is_an_error():
   with pytest.raises(sweep.SweepError, match="unknown check 'rising'"):
     _one(dict(check='rising', metric='m'), _means([0.1, 0.2, 0.3]))
@@ -522,6 +540,8 @@ COMMITTED = [
      {'information_le_binary': 'disagrees'}),
     ('fig5_tc', 'fig5_tc_cpu', 'partly (1 of 2 checks agree, 1 disagree, 0 cannot tell)',
      {'error_dips': 'disagrees', 'tc_decreases': 'agrees'}),
+    ('fig4_occluded', 'fig4_occluded_cpu', 'partly (1 of 2 checks agree, 1 disagree, 0 cannot tell)',
+     {'main_error_falls': 'disagrees', 'nuisance_error_rises': 'agrees'}),
 ]
 
 
@@ -570,6 +590,19 @@ def test_committed_fig6_per_unit_numbers_divide_by_the_layer_sizes():
   assert sorted((r['filters'], r['seed']) for r in rows) == [(f, s) for f in channels for s in '01']
   for row in rows:
     _assert_divided_by_the_layer_sizes(row, *channels[row['filters']])
+
+
+def test_committed_fig4_chance_and_layer_sizes_are_the_known_ones():
+  # Known answers from the data and the architecture. Each of the 10 000 test images is occluded by a different MNIST
+  # test digit (drawn without replacement), so the nuisance labels are MNIST's test labels, whose largest class is
+  # the digit 1 with 1 135 images: always guessing it errs on 88.65 %. The net is All-CNN-32 at 25 % filters.
+  rows = sweep.read_csv(REPORTS / 'fig4_occluded_cpu' / sweep.RESULTS_FILE)
+  assert sorted((r['beta'], r['seed']) for r in rows) == [(b, s) for b in ('0.1', '1', '10') for s in '01']
+  for row in rows:
+    assert row['status'] == 'done' and float(row['nuisance_chance']) == pytest.approx(1 - 1135 / 10000, abs=1e-12)
+    assert float(row['nuisance_error']) <= float(row['nuisance_chance']) + 0.01  # a probe does not lose to a guess
+    _assert_divided_by_the_layer_sizes(row, 24, 48)
+    assert float(row['info_layer:block2_pool/noise']) == pytest.approx(float(row['kl:block2_pool/noise']), rel=0.01)
 
 
 def test_the_same_run_in_two_committed_sweeps_gives_the_same_numbers():

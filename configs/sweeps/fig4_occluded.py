@@ -11,9 +11,10 @@ Variants:
   (full)  beta 0.1/0.3/1/3/10/30 × seeds 0,1 = 12 points on canonical CIFAR-10 + MNIST occluders: about 6–7 min per
           point on one H100 (cifar_info's 309 s for 200 epochs, plus the probe's 10 epochs), about 1.3 h in all.
   :cpu    the base's :cpu (25 % filters, JPEG proxy) on the whole 50 000-image occluded training split and all
-          10 000 test images, 5 epochs (lr ×0.1 at 4), beta 0.1/1/10 × seeds 0,1 = 6 points: estimated 7–8 min per
-          point on a 2-core CPU (fig5_tc:cpu's 25 % net takes 63 s per epoch; the probe's analysis about 105 s),
-          about 50 min in all (not yet run).
+          10 000 test images, 5 epochs (lr ×0.1 at 4), beta 0.1/1/10 × seeds 0,1 = 6 points: 1289–1355 s per point
+          with --config.parallel=2 on a 2-core CPU (717–745 s training, about 570 s analysis, most of it the probe),
+          66 min in all (2026-12-03), verdict partly (reports/fig4_occluded_cpu): the nuisance error rises with beta,
+          the main-task error does not fall (nothing overfits in 5 epochs).
   :smoke  beta 0.1/10, 1 epoch of the base's smoke data.
 """
 from __future__ import annotations

@@ -82,7 +82,7 @@ def _check_one(config, means, spec, metric) -> tuple[bool | None, str]:
       wanted = [_series(means, metric, x, where), _series(means, str(spec.reference), x, where)]
     else:
       wanted = [_series(means, metric, x, where)]
-    order = _x_order(config, x)
+    order = [where[x]] if x in where else _x_order(config, x)  # `where` may pin x to one value
     if spec.check in ('increasing', 'decreasing'):  # the endpoints decide; a middle value does not
       order = [order[0], order[-1]]
     missing = [v for v in order if any(v not in s for s in wanted)]
@@ -155,12 +155,14 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
                                          f'(all: {", ".join(f"{v}: {_fmt(series[v])}" for v in xs)})')
   if kind == 'above':
     ref = _series(means, str(spec.reference), x, where)
+    factor = float(spec.get('factor', 1.0) or 1.0)
     xs = [v for v in xs if v in ref]
     if not xs:
       return None, f'{metric}: no finished points with {spec.reference}'
-    holds = [series[v] > ref[v] + tol for v in xs]
-    return all(holds), (f'{metric} above {spec.reference} at {sum(holds)}/{len(xs)} '
-                        f'({"; ".join(f"{x}={v}: {_fmt(series[v])} vs {_fmt(ref[v])}" for v in xs)})')
+    holds = [series[v] > factor * ref[v] + tol for v in xs]
+    times = f'{factor:g} × ' if factor != 1.0 else ''
+    return all(holds), (f'{metric} above {times}{spec.reference} at {sum(holds)}/{len(xs)} '
+                        f'({"; ".join(f"{x}={v}: {_fmt(series[v])} vs {times}{_fmt(ref[v])}" for v in xs)})')
   raise SweepError(f'expect: unknown check {kind!r}; expected one of {CHECKS}.')
 
 
@@ -171,7 +173,8 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
 #   range_le      (max − min) / |mean| over x ≤ tolerance.
 #   interior_min  the lowest value lies at neither end of x (three values of x at least); a tie with an end
 #                 disagrees.
-#   above         metric > `reference` (+ tolerance) at every x: ties disagree.
+#   above         metric > `factor` (default 1) × `reference` (+ tolerance) at every x: ties disagree.
+# `where` ('axis=label, ...') selects rows; where it names x itself, only that value of x is needed.
 #   at_least      metric ≥ `value` (− tolerance) in every finished run that `where` selects (its seeds' minimum);
 #   at_most       metric ≤ `value` (+ tolerance) likewise (the maximum); both need every seed finished to agree.
 # `metric` may be 'prefix:*' (every such column) with `mode` 'all' (default) or 'any'. A check disagrees on what
