@@ -93,6 +93,36 @@ def _le(info, binary, spec=LE, betas=BETAS):
   return _one(spec, means, betas=betas, dropouts=('information', 'binary'))
 
 
+def _le_with_spread(info, binary, info_std, binary_std):
+  rows = _means(info, dropout='information') + _means(binary, dropout='binary')
+  for row, std in zip(rows, info_std + binary_std):
+    row['m:std'] = std
+  return _one({**LE, 'within_spread_cannot_tell': True}, rows, dropouts=('information', 'binary'))
+
+
+def test_le_within_the_seed_spread_cannot_tell():
+  # Fig 3a at width 256: 1.607 ± 0.2 against 1.703 ± 0.071 % is no evidence either way.
+  verdict, line = _le_with_spread([0.1, 0.2, 1.607], [0.3, 0.4, 1.703], [0.01, 0.01, 0.2], [0.01, 0.01, 0.071])
+  assert verdict == CANNOT_TELL_1
+  assert line.endswith("at 3/3 (beta=0.01: 0.1 vs 0.3; beta=0.1: 0.2 vs 0.4; beta=1: 1.607 vs 1.703); within the "
+                       "seeds' spread (larger std) at 1 (beta=1: |-0.096| ≤ 0.2)")
+  # The same means with small spreads decide: a agrees where every difference is clear.
+  assert _le_with_spread([0.1, 0.2, 1.607], [0.3, 0.4, 1.703], [0.01] * 3, [0.01] * 3)[0] == AGREE_1
+
+
+def test_le_a_clear_difference_the_wrong_way_disagrees_even_beside_unclear_ones():
+  assert _le_with_spread([0.1, 0.5, 1.607], [0.3, 0.4, 1.703], [0.01] * 3, [0.01, 0.01, 0.2])[0] == DISAGREE_1
+  # Wrong way but within the spread: cannot tell, not disagrees.
+  assert _le_with_spread([0.1, 0.2, 1.75], [0.3, 0.4, 1.703], [0.01] * 3, [0.01, 0.01, 0.2])[0] == CANNOT_TELL_1
+
+
+def test_le_without_the_option_ignores_the_spread():
+  rows = _means([0.1, 0.2, 1.75], dropout='information') + _means([0.3, 0.4, 1.703], dropout='binary')
+  for row in rows:
+    row['m:std'] = 1.0
+  assert _one(LE, rows, dropouts=('information', 'binary'))[0] == DISAGREE_1
+
+
 def test_le_agrees_when_a_is_below_b_everywhere():
   assert _le([0.1, 0.2, 0.3], [0.2, 0.3, 0.4]) == (
       AGREE_1, '`c`: **agrees**: m of information ≤ binary at 3/3 '
@@ -526,8 +556,9 @@ def _preset(name, variant):
 COMMITTED = [
     ('fig2_cluttered', 'fig2_cluttered_cpu', 'partly (2 of 3 checks agree, 1 disagree, 0 cannot tell)',
      {'every_layer_more_focus': 'disagrees', 'localises_digit': 'agrees', 'more_beta_more_focus': 'agrees'}),
-    ('fig3a_mnist', 'fig3a_mnist_cpu', 'agree (2 of 2 checks agree, 0 disagree, 0 cannot tell)',
-     {'information_le_binary': 'agrees', 'information_le_lognormal_constant': 'agrees'}),
+    ('fig3a_mnist', 'fig3a_mnist_cpu', 'partly (2 of 4 checks agree, 0 disagree, 2 cannot tell)',
+     {'information_le_binary': 'agrees', 'information_le_lognormal_constant': 'cannot tell',
+      'information_le_none': 'cannot tell', 'none_overfits_at_the_largest_width': 'agrees'}),
     ('ip_mnist', 'ip_mnist_cpu', 'agree (1 of 1 checks agree, 0 disagree, 0 cannot tell)',
      {'clear_of_the_ceiling': 'agrees'}),
     ('vae_mnist', 'vae_mnist_cpu', 'disagree (0 of 1 checks agree, 1 disagree, 0 cannot tell)',
@@ -557,11 +588,23 @@ def test_committed_report_verdicts_follow_from_their_results_mean_csv(preset, re
 
 
 def test_committed_fig3a_numbers():
-  # Known answers of the committed fig3a: information dropout below binary and constant log-normal at every width.
+  # Known answers of the committed fig3a: information dropout below binary at every width by more than the seeds'
+  # spread; the overfitting check reads the no-noise net at w = 512, which fits every training image.
   _, lines = sweep.verdicts(_preset('fig3a_mnist', 'cpu'),
                             sweep.read_csv(REPORTS / 'fig3a_mnist_cpu' / sweep.MEANS_FILE))
-  assert lines[0].endswith('**agrees**: test_error_d of information ≤ binary at 4/4 (width=64: 0.04555 vs 0.2309; '
-                           'width=128: 0.02645 vs 0.06365; width=256: 0.01935 vs 0.03655; width=512: 0.017 vs 0.025)')
+  assert lines[0].endswith('**agrees**: test_error_d of information ≤ binary at 4/4 (width=64: 0.032 vs 0.181; '
+                           'width=128: 0.01993 vs 0.04137; width=256: 0.01607 vs 0.02263; width=512: 0.0141 vs 0.01563); '
+                           "every difference is larger than the seeds' spread")
+  assert lines[3].endswith('(width=512: 0.01507 vs 2 × 0)')
+  rows = sweep.read_csv(REPORTS / 'fig3a_mnist_cpu' / sweep.RESULTS_FILE)
+  assert len(rows) == 60 and {r['status'] for r in rows} == {'done'}
+  for row in rows:
+    # Known answers from the data: 60 000 training and 10 000 test images, so every error is a whole number of
+    # images over them; and with no noise, D and N are the same network.
+    assert float(row['train_error_d']) * 60000 == pytest.approx(round(float(row['train_error_d']) * 60000), abs=1e-6)
+    assert float(row['test_error_d']) * 10000 == pytest.approx(round(float(row['test_error_d']) * 10000), abs=1e-6)
+    if row['dropout'] == 'none':
+      assert row['test_error_n'] == row['test_error_d'] and row['train_error_n'] == row['train_error_d']
 
 
 def _assert_divided_by_the_layer_sizes(row, channels1, channels2):

@@ -31,12 +31,13 @@ def _matches(row: Mapping[str, Any], where: Mapping[str, str]) -> bool:
   return all(str(row.get(k)) == str(v) for k, v in where.items())
 
 
-def _series(means: list[dict[str, Any]], metric: str, x: str, where: Mapping[str, str]) -> dict[str, float]:
+def _series(means: list[dict[str, Any]], metric: str, x: str, where: Mapping[str, str],
+            stat: str = 'mean') -> dict[str, float]:
   values: dict[str, list[float]] = {}
   for row in means:
     if not _matches(row, where):
       continue
-    value = number(row.get(f'{metric}:mean'))
+    value = number(row.get(f'{metric}:{stat}'))
     if value is not None and math.isfinite(value):
       values.setdefault(str(row.get(x)) if x else '', []).append(value)
   return {k: sum(v) / len(v) for k, v in values.items()}
@@ -111,7 +112,21 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
       return None, f'no finished points with both {by}={spec.a} and {by}={spec.b}'
     holds = [a[v] <= b[v] + tol for v in xs]
     detail = '; '.join(f'{x}={v}: {_fmt(a[v])} vs {_fmt(b[v])}' for v in xs)
-    return all(holds), f'{metric} of {spec.a} ≤ {spec.b}{f" + {tol:g}" if tol else ""} at {sum(holds)}/{len(xs)} ({detail})'
+    line = f'{metric} of {spec.a} ≤ {spec.b}{f" + {tol:g}" if tol else ""} at {sum(holds)}/{len(xs)} ({detail})'
+    if not spec.get('within_spread_cannot_tell', False):
+      return all(holds), line
+    # A difference no larger than the seeds' spread (the larger sample std of the two) decides nothing either way.
+    std_a = _series(means, metric, x, {**where, by: spec.a}, 'std')
+    std_b = _series(means, metric, x, {**where, by: spec.b}, 'std')
+    spread = {v: max(std_a.get(v, 0.0), std_b.get(v, 0.0)) for v in xs}
+    unclear = [v for v in xs if abs(a[v] - b[v] - tol) <= spread[v]]
+    clear = [v for v in xs if v not in unclear]
+    line += (f'; within the seeds\' spread (larger std) at {", ".join(unclear) or "none"}'
+             f' ({"; ".join(f"{x}={v}: |{_fmt(a[v] - b[v])}| ≤ {_fmt(spread[v])}" for v in unclear)})' if unclear
+             else '; every difference is larger than the seeds\' spread')
+    if any(not holds[xs.index(v)] for v in clear):
+      return False, line
+    return (None if unclear else True), line
   if kind in ('at_least', 'at_most'):
     value = float(spec.value)
     rows = [r for r in means if _matches(r, where)]
@@ -167,7 +182,10 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
 
 
 # What each check kind means (an `expect` entry names one; `tolerance` is a margin in the metric's units):
-#   le            metric at by=a ≤ at by=b (+ tolerance) at every value of x: ties agree.
+#   le            metric at by=a ≤ at by=b (+ tolerance) at every value of x: ties agree. With
+#                 `within_spread_cannot_tell=True`, a value of x where |a − b − tolerance| ≤ the larger of the two
+#                 sample stds over seeds decides nothing: the check disagrees where a clear difference goes the wrong
+#                 way, agrees only when every difference is clear and right, else cannot tell.
 #   increasing    the value at the last x > at the first (+ tolerance): the endpoints decide, ties disagree.
 #   decreasing    the value at the last x < at the first (− tolerance): ties disagree.
 #   range_le      (max − min) / |mean| over x ≤ tolerance.
