@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import train_helpers
@@ -179,3 +180,31 @@ def test_sweep_end_to_end_resumes_and_reports_failures(shared_data, tmp_path):
   assert 'test_error_d of information ≤ binary at 1/1 (width=16: ' in line
   assert f'--config={SMOKE}' in text and '--mode=sweep' in text and 'dropout=bogus,width=16,seed=0' in text
   assert 'Machine and date' in text
+
+
+def test_heatmap_grid_draws_one_row_per_point_and_names_the_seed_it_shows(tmp_path, monkeypatch):
+  # The grid shows the maps of the first seed only; with several seeds its title must say which one.
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  maps = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+  rows = []
+  for beta in ('0.05', '0.5'):
+    npz = tmp_path / f'{beta}.npz'
+    np.savez(npz, **{'block1/noise': maps, 'block2/noise': maps[:, :2, :2], 'indices': np.arange(2),
+                     'bbox': np.array([[0, 0, 8, 8], [4, 4, 12, 12]])})
+    rows.append((beta, str(npz), 16.0))
+  titles = []
+  saved = Figure.savefig
+  monkeypatch.setattr(Figure, 'savefig', lambda self, *a, **k: (titles.append(
+      (self._suptitle.get_text(), [ax.get_ylabel() for ax in self.axes if ax.get_ylabel()])), saved(self, *a, **k)))
+  config = sweep.new_config('t', 'configs/cluttered_info.py')
+  config.axes.beta = sweep.axis('loss.beta', (0.05, 0.5))
+  config.report.x = 'beta'
+  config.report.heatmap_images = 2
+  for seeds, which in (((0, 1, 2), 'seed 0 (of seeds 0, 1, 2)'), ((3,), 'seed 3;')):
+    config.seeds = seeds
+    assert sweep_figures.heatmap_grid(config, rows, str(tmp_path / 'grid.png'))
+    title, row_labels = titles.pop()
+    assert which in title, title
+    assert row_labels == ['β = 0.05', 'β = 0.5']
+  assert (tmp_path / 'grid.png').stat().st_size > 0
+  assert not sweep_figures.heatmap_grid(config, [], str(tmp_path / 'none.png'))

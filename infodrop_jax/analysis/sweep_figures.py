@@ -162,9 +162,12 @@ def heatmap_grid(config: ml_collections.ConfigDict, points: Sequence[tuple[str, 
       if c == 0:
         ax.set_ylabel(f'{"β" if x == "beta" else x} = {x_label}', fontsize=7)
   caption = str(config.report.get('caption', ''))
+  seeds = [str(s) for s in config.seeds]
+  # Maps of one seed per row: the reader must know which, and that the other seeds are only in the table.
+  which = f'seed {seeds[0]} (of seeds {", ".join(seeds)})' if len(seeds) > 1 else f'seed {seeds[0]}'
   fig.suptitle(f'{config.name}: KL per location in nats (noise off; each panel its own colour scale, its range '
-               f'below it), the same test images in every row; green: the digit box' + (f'\n{caption}' if caption
-                                                                                       else ''), fontsize=8)
+               f'below it), the same test images in every row, {which}; green: the digit box'
+               + (f'\n{caption}' if caption else ''), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   return True

@@ -153,8 +153,17 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
       return None, f'{metric}: fewer than two values of {x} finished'
     first, last = series[xs[0]], series[xs[-1]]
     agrees = last > first + tol if kind == 'increasing' else last < first - tol
-    return agrees, (f'{metric} at {x}={xs[0]}: {_fmt(first)}, at {x}={xs[-1]}: {_fmt(last)} '
-                    f'(all: {", ".join(f"{v}: {_fmt(series[v])}" for v in xs)})')
+    line = (f'{metric} at {x}={xs[0]}: {_fmt(first)}, at {x}={xs[-1]}: {_fmt(last)} '
+            f'(all: {", ".join(f"{v}: {_fmt(series[v])}" for v in xs)})')
+    if not spec.get('within_spread_cannot_tell', False):
+      return agrees, line
+    # As for 'le': a change between the endpoints no larger than the seeds' spread decides nothing either way.
+    std = _series(means, metric, x, where, 'std')
+    spread = max(std.get(xs[0], 0.0), std.get(xs[-1], 0.0))
+    margin = (last - first - tol) if kind == 'increasing' else (first - last - tol)
+    if abs(margin) <= spread:
+      return None, f'{line}; within the seeds\' spread (larger std): |{_fmt(last - first)}| ≤ {_fmt(spread)}'
+    return agrees, f'{line}; the change is larger than the seeds\' spread (larger std {_fmt(spread)})'
   if kind == 'range_le':
     if len(xs) < 2:
       return None, f'{metric}: fewer than two values of {x} finished'
@@ -187,7 +196,9 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
 #                 sample stds over seeds decides nothing: the check disagrees where a clear difference goes the wrong
 #                 way, agrees only when every difference is clear and right, else cannot tell.
 #   increasing    the value at the last x > at the first (+ tolerance): the endpoints decide, ties disagree.
-#   decreasing    the value at the last x < at the first (− tolerance): ties disagree.
+#   decreasing    the value at the last x < at the first (− tolerance): ties disagree. Both take
+#                 `within_spread_cannot_tell=True` as `le` does: a change (less the tolerance) no larger than the
+#                 larger of the two endpoints' sample stds over seeds cannot tell.
 #   range_le      (max − min) / |mean| over x ≤ tolerance.
 #   interior_min  the lowest value lies at neither end of x (three values of x at least); a tie with an end
 #                 disagrees.
