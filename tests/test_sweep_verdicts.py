@@ -70,6 +70,13 @@ def _merge(*series):
   return merged
 
 
+def _with_std(rows, stds):
+  """`rows` with `m:std` set to stds[i] in row i (the seeds' spread that `within_spread_cannot_tell` reads)."""
+  for row, std in zip(rows, stds):
+    row['m:std'] = std
+  return rows
+
+
 def _one(spec, means, **config_kwargs):
   """(overall verdict, the check's line) of a sweep whose only check is `c`."""
   verdict, lines = sweep.verdicts(_config({'c': spec}, **config_kwargs), means)
@@ -94,9 +101,7 @@ def _le(info, binary, spec=LE, betas=BETAS):
 
 
 def _le_with_spread(info, binary, info_std, binary_std):
-  rows = _means(info, dropout='information') + _means(binary, dropout='binary')
-  for row, std in zip(rows, info_std + binary_std):
-    row['m:std'] = std
+  rows = _with_std(_means(info, dropout='information') + _means(binary, dropout='binary'), info_std + binary_std)
   return _one({**LE, 'within_spread_cannot_tell': True}, rows, dropouts=('information', 'binary'))
 
 
@@ -117,9 +122,8 @@ def test_le_a_clear_difference_the_wrong_way_disagrees_even_beside_unclear_ones(
 
 
 def test_le_without_the_option_ignores_the_spread():
-  rows = _means([0.1, 0.2, 1.75], dropout='information') + _means([0.3, 0.4, 1.703], dropout='binary')
-  for row in rows:
-    row['m:std'] = 1.0
+  rows = _with_std(_means([0.1, 0.2, 1.75], dropout='information') + _means([0.3, 0.4, 1.703], dropout='binary'),
+                   [1.0] * 6)
   assert _one(LE, rows, dropouts=('information', 'binary'))[0] == DISAGREE_1
 
 
@@ -213,12 +217,6 @@ def test_decreasing_mirrors_increasing():
   assert _one(DEC, _means([0.1, 0.0, 0.2]))[0] == DISAGREE_1  # the endpoints decide
   assert _one({**DEC, 'tolerance': 0.25}, _means([0.5, 0.5, 0.25]))[0] == DISAGREE_1
   assert _one({**DEC, 'tolerance': 0.25}, _means([0.625, 0.5, 0.25]))[0] == AGREE_1
-
-
-def _with_std(rows, stds):
-  for row, std in zip(rows, stds):
-    row['m:std'] = std
-  return rows
 
 
 def test_increasing_within_the_seed_spread_cannot_tell():
@@ -384,7 +382,8 @@ def test_above_factor_scales_the_reference():
   # "test error more than twice the training error": 0.5 > 2 × 0.25 is a tie, so it disagrees; 0.625 agrees.
   spec = {**ABOVE, 'factor': 2.0}
   assert _above([0.625, 0.75, 0.875], spec=spec) == (
-      AGREE_1, '`c`: **agrees**: m above 2 × chance at 3/3 (beta=0.01: 0.625 vs 2 × 0.25; beta=0.1: 0.75 vs 2 × 0.25; '
+      AGREE_1, '`c`: **agrees**: m above 2 × chance at 3/3 (beta=0.01: 0.625 vs 2 × 0.25; '
+               'beta=0.1: 0.75 vs 2 × 0.25; '
                'beta=1: 0.875 vs 2 × 0.25)')
   assert _above([0.5, 0.75, 0.875], spec=spec)[0] == DISAGREE_1
 
@@ -620,13 +619,19 @@ def test_committed_report_verdicts_follow_from_their_results_mean_csv(preset, re
   assert {line.split('`')[1]: line.split('**')[1] for line in computed[1]} == words
 
 
+def _assert_whole_images(row, column, images):
+  # An error rate over `images` examples is a whole number of them over `images`.
+  assert float(row[column]) * images == pytest.approx(round(float(row[column]) * images), abs=1e-6), column
+
+
 def test_committed_fig3a_numbers():
   # Known answers of the committed fig3a: information dropout below binary at every width by more than the seeds'
   # spread; the overfitting check reads the no-noise net at w = 512, which fits every training image.
   _, lines = sweep.verdicts(_preset('fig3a_mnist', 'cpu'),
                             sweep.read_csv(REPORTS / 'fig3a_mnist_cpu' / sweep.MEANS_FILE))
   assert lines[0].endswith('**agrees**: test_error_d of information ≤ binary at 4/4 (width=64: 0.032 vs 0.181; '
-                           'width=128: 0.01993 vs 0.04137; width=256: 0.01607 vs 0.02263; width=512: 0.0141 vs 0.01563); '
+                           'width=128: 0.01993 vs 0.04137; width=256: 0.01607 vs 0.02263; '
+                           'width=512: 0.0141 vs 0.01563); '
                            "every difference is larger than the seeds' spread")
   assert lines[3].endswith('(width=512: 0.01507 vs 2 × 0)')
   rows = sweep.read_csv(REPORTS / 'fig3a_mnist_cpu' / sweep.RESULTS_FILE)
@@ -634,8 +639,8 @@ def test_committed_fig3a_numbers():
   for row in rows:
     # Known answers from the data: 60 000 training and 10 000 test images, so every error is a whole number of
     # images over them; and with no noise, D and N are the same network.
-    assert float(row['train_error_d']) * 60000 == pytest.approx(round(float(row['train_error_d']) * 60000), abs=1e-6)
-    assert float(row['test_error_d']) * 10000 == pytest.approx(round(float(row['test_error_d']) * 10000), abs=1e-6)
+    _assert_whole_images(row, 'train_error_d', 60000)
+    _assert_whole_images(row, 'test_error_d', 10000)
     if row['dropout'] == 'none':
       assert row['test_error_n'] == row['test_error_d'] and row['train_error_n'] == row['train_error_d']
 
@@ -728,8 +733,8 @@ def test_committed_fig2_numbers():
   assert {r['status'] for r in rows} == {'done'}
   for row in rows:
     assert float(row['localization_chance']) == pytest.approx(28 ** 2 / 48 ** 2, rel=1e-12)
-    assert float(row['test_error_d']) * 10000 == pytest.approx(round(float(row['test_error_d']) * 10000), abs=1e-6)
-    assert float(row['train_error_d']) * 14000 == pytest.approx(round(float(row['train_error_d']) * 14000), abs=1e-6)
+    _assert_whole_images(row, 'test_error_d', 10000)
+    _assert_whole_images(row, 'train_error_d', 14000)
     boxes = [float(v) for k, v in row.items() if k.startswith('mass_in_box:')]
     assert len(boxes) == 4 and all(0.0 <= v <= 1.0 for v in boxes)
   # The report's mean ± std per layer is the mean and sample std of these rows.

@@ -43,6 +43,14 @@ def _series(means: list[dict[str, Any]], metric: str, x: str, where: Mapping[str
   return {k: sum(v) / len(v) for k, v in values.items()}
 
 
+def _seed_spread(means: list[dict[str, Any]], metric: str, x: str, wheres: list[Mapping[str, str]],
+                 xs: list[str]) -> dict[str, float]:
+  """{v: the largest sample std over seeds among the series `wheres` select, at x = v} for each v of xs; 0 where
+  no std is known (one seed)."""
+  stds = [_series(means, metric, x, where, 'std') for where in wheres]
+  return {v: max(s.get(v, 0.0) for s in stds) for v in xs}
+
+
 def _x_order(config: ml_collections.ConfigDict, x: str) -> list[str]:
   for name, _, _, labels, _ in axes_of(config):
     if name == x:
@@ -116,9 +124,7 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
     if not spec.get('within_spread_cannot_tell', False):
       return all(holds), line
     # A difference no larger than the seeds' spread (the larger sample std of the two) decides nothing either way.
-    std_a = _series(means, metric, x, {**where, by: spec.a}, 'std')
-    std_b = _series(means, metric, x, {**where, by: spec.b}, 'std')
-    spread = {v: max(std_a.get(v, 0.0), std_b.get(v, 0.0)) for v in xs}
+    spread = _seed_spread(means, metric, x, [{**where, by: spec.a}, {**where, by: spec.b}], xs)
     unclear = [v for v in xs if abs(a[v] - b[v] - tol) <= spread[v]]
     clear = [v for v in xs if v not in unclear]
     line += (f'; within the seeds\' spread (larger std) at {", ".join(unclear) or "none"}'
@@ -158,8 +164,7 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
     if not spec.get('within_spread_cannot_tell', False):
       return agrees, line
     # As for 'le': a change between the endpoints no larger than the seeds' spread decides nothing either way.
-    std = _series(means, metric, x, where, 'std')
-    spread = max(std.get(xs[0], 0.0), std.get(xs[-1], 0.0))
+    spread = max(_seed_spread(means, metric, x, [where], [xs[0], xs[-1]]).values())
     margin = (last - first - tol) if kind == 'increasing' else (first - last - tol)
     if abs(margin) <= spread:
       return None, f'{line}; within the seeds\' spread (larger std): |{_fmt(last - first)}| ≤ {_fmt(spread)}'
@@ -203,9 +208,9 @@ def _check_finished(config, means, spec, metric) -> tuple[bool | None, str]:
 #   interior_min  the lowest value lies at neither end of x (three values of x at least); a tie with an end
 #                 disagrees.
 #   above         metric > `factor` (default 1) × `reference` (+ tolerance) at every x: ties disagree.
-# `where` ('axis=label, ...') selects rows; where it names x itself, only that value of x is needed.
 #   at_least      metric ≥ `value` (− tolerance) in every finished run that `where` selects (its seeds' minimum);
 #   at_most       metric ≤ `value` (+ tolerance) likewise (the maximum); both need every seed finished to agree.
+# `where` ('axis=label, ...') selects rows; where it names x itself, only that value of x is needed.
 # `metric` may be 'prefix:*' (every such column) with `mode` 'all' (default) or 'any'. A check disagrees on what
 # finished, but agrees only when every value of x it needs finished; otherwise it cannot tell.
 CHECKS = ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above', 'at_least', 'at_most')
