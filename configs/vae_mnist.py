@@ -50,6 +50,10 @@ def vae_config(**overrides) -> ml_collections.ConfigDict:
       echo_f_scale=64.0,  # f = tanh(pre-activation / echo_f_scale) (the original's tanh64).
       iw_samples=1000,  # k of the importance-weighted bound on −log p(x) (`analyze_vae`).
       iw_examples=0,  # test examples it is computed on (a fixed random subset); 0 = all.
+      # The bound at each k, on one fixed subset, with the paired change between consecutive k: it must not rise
+      # with k (a check of the bound, the sweeps' precondition); () = not measured.
+      iw_k_sweep=(1, 10, 100, 1000),
+      iw_k_sweep_examples=500,
   ))
   config.update(overrides)
   return config
@@ -106,6 +110,8 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
     config.vae.d_max = config.train.batch_size - 1
     config.vae.iw_samples = 10
     config.vae.iw_examples = 64
+    config.vae.iw_k_sweep = (1, 10)
+    config.vae.iw_k_sweep_examples = 16
   return config
 
 

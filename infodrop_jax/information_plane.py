@@ -29,6 +29,10 @@ All information is in nats. The hook never touches the training state or keys (i
 (and saved representations) past the checkpointed step are dropped first, as `metrics.jsonl`'s are, so none is
 duplicated.
 
+`CaptureHook.m_stability` (run by `--mode=analyze` on the final checkpoint) estimates each layer's I(X;Z) on M and
+on 2M other training examples: an estimate that doubling M moves by more than its noise is still limited by M (the
+mixture estimate is biased low, towards log M, when M is too small).
+
 `load_records` reads them back; `infodrop_jax.analysis.plane_figures` turns them into figures, an npz of the arrays
 and numbers for analysis.json.
 """
@@ -299,6 +303,32 @@ class CaptureHook:
           saved[f'{split}/{name}/scale'] = scale
       layer.update(self._estimate(f.reshape(f.shape[0], -1), scale, labels, jax.random.fold_in(key, 2 + j)))
       out['layers'][name] = layer
+    return out
+
+  def m_stability(self, run: Any, variables: dict[str, Any]) -> dict[str, Any]:
+    """{layer: {'m', 'ixz', 'ixz_stderr', 'ixz_2m', 'ixz_2m_stderr'}} of the noisy layers on the training split:
+    I(X;Z) estimated on M examples and on 2M others (disjoint, so the two errors are independent), with `variables`
+    (the final checkpoint's). {'unavailable': why} where the split has fewer than 3M examples."""
+    m = self.num_examples
+    train_split = run.splits.train
+    n = int(train_split.labels.shape[0])
+    if n < 3 * m:
+      return {'unavailable': f'the training split has {n} examples, fewer than the 3M = {3 * m} that M and 2M '
+                             f'disjoint examples need'}
+    index = np.random.default_rng([self._seed, _KEY_TAG, 2]).choice(n, 3 * m, replace=False)
+    key = jax.random.fold_in(self._root, _KEY_TAG)  # no capture's key (those fold in a step)
+    out: dict[str, Any] = {}
+    for i, (suffix, subset) in enumerate((('', np.sort(index[:m])), ('_2m', np.sort(index[m:])))):
+      images = np.asarray(train_split.images[subset])
+      labels = np.asarray(train_split.labels[subset], np.int32)
+      net = jax.device_get(self._compiled(run)(variables, images, labels, jax.random.fold_in(key, i)))
+      for j, (name, f) in enumerate(sorted(net['f'].items())):
+        scale = self._noise_scale(variables['params'], name, f, net['alpha'].get(name))
+        if scale is None:
+          continue
+        estimate = self._estimate(f.reshape(f.shape[0], -1), scale, labels, jax.random.fold_in(key, 2 + 2 * j + i))
+        out.setdefault(name, {'m': m}).update({f'ixz{suffix}': estimate['ixz'],
+                                               f'ixz{suffix}_stderr': estimate['ixz_stderr']})
     return out
 
   def _noise_scale(self, params: Any, name: str, f: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | None:

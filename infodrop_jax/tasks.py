@@ -138,6 +138,10 @@ class VAETask:
     check(0.0 <= float(c.echo_clip_factor) < 1.0, 'vae.echo_clip_factor', 'a float in (0, 1), or 0 for the default')
     check(int(c.iw_samples) > 0, 'vae.iw_samples', 'a positive int')
     check(int(c.iw_examples) >= 0, 'vae.iw_examples', 'an int >= 0 (0 = the whole test set)')
+    ks = [int(k) for k in c.get('iw_k_sweep', ()) or ()]
+    check(all(k > 0 for k in ks) and ks == sorted(set(ks)), 'vae.iw_k_sweep',
+          'increasing positive ints (the k of the IW bound to compare), or () for none')
+    check(int(c.get('iw_k_sweep_examples', 0)) >= 0, 'vae.iw_k_sweep_examples', 'an int >= 0 (0 = the whole test set)')
     check(config.data.preprocess in vae.UNIT_PREPROCESSINGS, 'data.preprocess',
           f'images in [0, 1] for a Bernoulli-type likelihood: one of {vae.UNIT_PREPROCESSINGS}')
     if c.architecture == 'conv':

@@ -1,4 +1,5 @@
 """`--mode=analyze`: every analysis on tiny trained workdirs, exact array identities, statistics and bad input."""
+import math
 import json
 import os
 import shutil
@@ -172,6 +173,33 @@ def test_total_correlation_falls_back_to_locations_when_samples_do_not_exceed_di
   assert tc['tc_per_dim_nats'] == pytest.approx(tc['tc_nats'] / tc['dims'])
 
 
+def test_total_correlation_of_the_noise_off_representation_comes_with_its_floor(boxed_run):
+  _, _, _, _, result = boxed_run
+  clean, noisy = result['total_correlation_clean'], result['total_correlation']
+  assert clean['variant'] == noisy['variant'] == 'per_location' and clean['samples'] == noisy['samples']
+  assert clean['floor_method'].startswith('shuffled columns')
+  assert clean['floor_closed_form_per_dim_nats'] == pytest.approx(stats.independence_floor(clean['dims'],
+                                                                                           clean['samples']))
+  assert clean['excess_per_dim_nats'] == pytest.approx(clean['tc_per_dim_nats'] - clean['floor_per_dim_nats'])
+  assert clean['floor_per_dim_nats'] >= 0
+
+
+def test_the_final_ixz_is_estimated_on_m_and_on_2m_other_examples(mlp_run):
+  workdir, splits = mlp_run
+  result = analysis.analyze(workdir, options=_options(only='information_plane', output_subdir='analysis_m'),
+                            splits=splits, log=lambda _: None)
+  stability = result['information_plane']['m_stability']
+  assert sorted(stability) == ['hidden1', 'hidden2', 'hidden3']  # the tiny MLP's noisy layers
+  for layer in stability.values():
+    assert layer['m'] == 16
+    assert 0 <= layer['ixz'] <= math.log(16) + 1e-4 and 0 <= layer['ixz_2m'] <= math.log(32) + 1e-4
+    assert layer['ixz_stderr'] > 0 and layer['ixz_2m_stderr'] > 0
+  # The same checkpoint, the same numbers (the subsets and keys come from the hook's seed).
+  again = analysis.analyze(workdir, options=_options(only='information_plane', output_subdir='analysis_m2'),
+                           splits=splits, log=lambda _: None)
+  assert again['information_plane']['m_stability'] == result['information_plane']['m_stability']
+
+
 def test_nuisance_probe_is_reported_beside_the_main_errors(boxed_run):
   _, _, _, _, result = boxed_run
   nuisance = result['nuisance']
@@ -216,6 +244,37 @@ def test_total_correlation_of_gaussian_samples_matches_the_analytic_value():
   assert abs(estimates[0] - true_tc) < 4 * spread
   assert abs(estimates.mean() - true_tc) < 4 * spread / np.sqrt(len(estimates)) + 1e-3
   assert stats.gaussian_total_correlation(covariance, 10**9)['tc_nats'] == pytest.approx(true_tc, rel=1e-12)
+
+
+def test_independent_features_give_the_independence_floor():
+  # The closed form is the mean Gaussian TC of independent features at this (d, n); the shuffled-columns floor of
+  # strongly correlated data is that floor too (its dependence destroyed, its marginals kept).
+  rng = np.random.default_rng(3)
+  d, n, sims = 10, 100, 400
+  tcs = np.array([stats.gaussian_total_correlation(np.cov(rng.standard_normal((n, d)), rowvar=False), n)
+                  ['tc_per_dim_nats'] for _ in range(sims)])
+  floor = stats.independence_floor(d, n)
+  assert abs(tcs.mean() - floor) < 4 * tcs.std(ddof=1) / math.sqrt(sims)
+  assert stats.independence_floor(3072, 10_000) == pytest.approx(0.0861, abs=1e-4)  # fig 5's layer
+  assert stats.independence_floor(10, 10) == math.inf
+  latent = rng.standard_normal((n, 1))
+  correlated = latent + 0.3 * rng.standard_normal((n, d))
+  shuffled = [stats.shuffled_total_correlation(correlated, rng)['tc_per_dim_nats'] for _ in range(100)]
+  assert abs(np.mean(shuffled) - floor) < 4 * np.std(shuffled, ddof=1) / 10
+  assert stats.gaussian_total_correlation(np.cov(correlated, rowvar=False), n)['tc_per_dim_nats'] > 10 * floor
+
+
+def test_a_known_correlation_gives_its_closed_form_above_the_floor():
+  # Equicorrelated Gaussian features, correlation ρ: TC = −½[(d − 1) log(1 − ρ) + log(1 + (d − 1)ρ)].
+  rng = np.random.default_rng(4)
+  d, n, rho = 5, 50_000, 0.5
+  covariance = np.full((d, d), rho) + (1 - rho) * np.eye(d)
+  true_tc = -0.5 * ((d - 1) * math.log(1 - rho) + math.log(1 + (d - 1) * rho))
+  samples = rng.multivariate_normal(np.zeros(d), covariance, size=n)
+  tc = stats.gaussian_total_correlation(np.cov(samples, rowvar=False), n)['tc_nats']
+  floor = stats.shuffled_total_correlation(samples, rng)['tc_nats']
+  # One estimate's error at n = 50 000 is about sqrt(2·TC'/n)·… ≈ 0.005 nats; the floor is d²/(4n) ≈ 1e-4.
+  assert tc == pytest.approx(true_tc, abs=0.02) and 0 <= floor < 1e-3
 
 
 def test_total_correlation_reports_singular_and_constant_dimensions():

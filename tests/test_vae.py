@@ -418,6 +418,15 @@ def test_the_iw_bound_of_an_analysis_uses_a_random_subset_of_the_ordered_test_se
   assert not np.array_equal(index, np.arange(64))
   assert results['test/iw_nll'] == pytest.approx(float(saved['nll'].mean()))
   assert np.isfinite(saved['nll']).all() and int(saved['num_samples']) == config.vae.iw_samples
+  # The bound at k = 1 and 10 on its own 16-image subset, and the paired change between them.
+  sweep = results['iw_k_sweep']
+  per_k = np.load(tmp_path / 'analysis' / 'iw_k_sweep.npz')
+  assert sweep['k'] == [1, 10] and sweep['examples'] == 16 and per_k['nll'].shape == (2, 16)
+  (step,) = sweep['steps']
+  assert (step['from_k'], step['to_k']) == (1, 10)
+  assert step['change'] == pytest.approx(float((per_k['nll'][1] - per_k['nll'][0]).mean()))
+  assert step['stderr'] == pytest.approx(float((per_k['nll'][1] - per_k['nll'][0]).std(ddof=1) / 4))
+  assert step['change'] < 0  # ten samples tighten the bound on an untrained-ish VAE by far more than its error
 
 
 def test_mlp50_is_the_usual_784_500_500_50_vae_with_an_iw_bound_of_at_least_100_samples():

@@ -9,13 +9,16 @@ Classifier analyses (each runs where it applies; the others are listed in analys
                      whether and how far the net overfits (the generalisation gap the paper's noise should close).
   heatmaps           KL of each noisy conv layer per location, noise off, for `num_images` test images (paper
                      Fig. 2); on datasets with boxes also the localisation of the maps over the whole test split.
-  total_correlation  Gaussian TC of the last noisy layer's log z, noise on, over the test split (paper Fig. 5).
+  total_correlation  Gaussian TC of the last noisy layer's log z over the test split (paper Fig. 5): noise on (as
+                     the original), and of the noise-off log f(x) with the floor independent features of the same
+                     (d, n) and marginals give (shuffled columns); the excess over the floor is the evidence.
   info_per_layer     test-set mean KL per noisy layer (nats per example) and per unit (paper Fig. 6).
   prior_fit          histogram of the last noisy layer's log activations against its prior (paper Fig. 1).
   nuisance_probe     softmax regression on the frozen noisy representation predicting the nuisance label
                      (datasets with extras['nuisance_label'], paper Fig. 4).
   curves             training curves from metrics.jsonl.
-  information_plane  the information-plane figures of W/information_plane.jsonl, when the run captured one.
+  information_plane  the information-plane figures of W/information_plane.jsonl, when the run captured one, and
+                     the final I(X;Z) on M and on 2M other training examples (whether the estimate is stable in M).
 Runs of other tasks (e.g. VAEs) get their task's own analysis.
 """
 from __future__ import annotations
@@ -34,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from infodrop_jax import checkpoint as checkpoint_lib
+from infodrop_jax import information_plane as information_plane_lib
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import layers
 from infodrop_jax import tasks
@@ -47,6 +51,9 @@ from infodrop_jax.data import preprocess
 
 # Floor of z in log z where a unit is exactly 0 (ReLU, binary dropout): the layers' own floor for log f.
 LOG_Z_FLOOR = 1e-4
+# The noise-off representation is kept in memory for its shuffled-columns floor up to this many values (float32:
+# 240 MB); beyond, the floor is the closed form for Gaussian marginals alone.
+MAX_SHUFFLED_VALUES = 60_000_000
 LOG_Z_RANGE = (-10.0, 6.0)
 
 
@@ -398,6 +405,11 @@ class _Context:
     per_location = bool(last) and n <= flat_dim and len(shape) == 3
     tc_dim = shape[-1] if per_location else flat_dim
     moments = stats.MomentAccumulator(tc_dim) if last else None
+    # The same statistics of the noise-off log f(x): the representation being judged, without the layer's own
+    # independent noise (which lowers TC by itself).
+    clean_moments = stats.MomentAccumulator(tc_dim) if last else None
+    keep_clean = bool(last) and n * flat_dim <= MAX_SHUFFLED_VALUES
+    clean_rows: list[np.ndarray] = []
     edges = np.linspace(*LOG_Z_RANGE, int(self.options.histogram_bins) + 1)
     counts = np.zeros(len(edges) - 1, np.int64)
     zeros = below = above = total_units = 0
@@ -419,6 +431,12 @@ class _Context:
         log_z = np.log(np.maximum(z, LOG_Z_FLOOR))
         rows = log_z.reshape(-1, tc_dim) if per_location else log_z.reshape(len(images), -1)
         moments.add(rows)
+        _, clean = self.forward(images, jax.random.fold_in(key, start), True)
+        log_f = np.log(np.maximum(np.asarray(clean[last], np.float64), LOG_Z_FLOOR))
+        clean_block = log_f.reshape(-1, tc_dim) if per_location else log_f.reshape(len(images), -1)
+        clean_moments.add(clean_block)
+        if keep_clean:
+          clean_rows.append(clean_block.astype(np.float32))
         values = np.log(z[positive])
         below += int((values < edges[0]).sum())
         above += int((values > edges[-1]).sum())
@@ -457,9 +475,30 @@ class _Context:
       tc['zero_note'] = (f'{100 * tc["zero_fraction"]:.1f} % of the activations are 0 (ReLU or dropped units); their '
                          f'log is taken at the floor log({LOG_Z_FLOOR:g})')
     self.result['total_correlation'] = tc
-    self._save_npz('total_correlation.npz', correlation_eigenvalues=eigenvalues, variances=np.diag(moments.covariance()))
+    clean = stats.gaussian_total_correlation(clean_moments.covariance(), clean_moments.n)
+    clean_eigenvalues = clean.pop('eigenvalues')
+    clean.update(layer=last, variant=tc['variant'], of='log f(x), the noise off',
+                 floor_closed_form_per_dim_nats=stats.independence_floor(clean['dims'], clean['samples']))
+    if clean_rows:
+      shuffled = stats.shuffled_total_correlation(np.concatenate(clean_rows),
+                                                  np.random.default_rng([int(self.config.seed), 0x7C]))
+      clean['floor_per_dim_nats'] = shuffled['tc_per_dim_nats']
+      clean['floor_method'] = 'shuffled columns (each column permuted on its own, seeded)'
+    else:
+      clean['floor_per_dim_nats'] = clean['floor_closed_form_per_dim_nats']
+      clean['floor_method'] = (f'closed form for independent Gaussian features (the representation, {n} × '
+                               f'{flat_dim} values, is above MAX_SHUFFLED_VALUES for a shuffled floor)')
+    if clean['tc_per_dim_nats'] is not None and clean['floor_per_dim_nats'] is not None:
+      clean['excess_per_dim_nats'] = clean['tc_per_dim_nats'] - clean['floor_per_dim_nats']
+    clean['note'] = ('TC of the noise-off log f(x) (the layer\'s independent noise, which lowers TC by itself, left '
+                     'out) and the TC that independent features of the same dimensions, samples and marginals give '
+                     '(floor); only the excess over the floor is evidence of dependence between the units')
+    self.result['total_correlation_clean'] = clean
+    self._save_npz('total_correlation.npz', correlation_eigenvalues=eigenvalues, variances=np.diag(moments.covariance()),
+                   clean_correlation_eigenvalues=clean_eigenvalues)
     self.progress(f'total correlation of {last}: {tc["tc_per_dim_nats"]} nats per dimension ({tc["variant"]}, '
-                  f'{tc["samples"]} samples × {tc["dims"]} dims)')
+                  f'{tc["samples"]} samples × {tc["dims"]} dims); noise off: {clean["tc_per_dim_nats"]}, floor '
+                  f'{clean["floor_per_dim_nats"]}')
     if self.config.model.dropout != 'information':
       return
     prior = layers.default_prior(self.config.model.activation)
@@ -541,6 +580,9 @@ class _Context:
   def information_plane(self) -> None:
     self.progress('information plane: plotting W/information_plane.jsonl')
     self.result['information_plane'] = plane_figures.analyze_information_plane(self.run.workdir, self.out_dir)
+    self.progress('information plane: the final I(X;Z) on M and on 2M training examples')
+    stability = information_plane_lib.CaptureHook(self.config).m_stability(self.run, self.variables)
+    self.result['information_plane']['m_stability'] = stability
     self.result['files'].extend(['information_plane.png', 'information_plane.npz'])
 
 

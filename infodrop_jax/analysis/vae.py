@@ -52,6 +52,25 @@ def _title(config: ml_collections.ConfigDict, what: str) -> str:
           f'β = {float(config.loss.beta):g}')
 
 
+def _iw_k_sweep(model, variables, x: np.ndarray, ks: list[int], examples: int, key: jax.Array, likelihood: str,
+                batch: int, out_dir: str) -> dict[str, Any]:
+  """The IW bound at each k of `ks` on one fixed random subset of `examples` test images (0 = all), and the paired
+  change from each k to the next (mean over the same images, its standard error from their differences): the
+  bound's expectation cannot rise with k, so a change clearly above 0 is a bug of the bound."""
+  n = len(x)
+  count = min(examples or n, n)
+  subset = np.sort(np.random.default_rng(0x1AF).permutation(n)[:count])
+  per_k = np.stack([vae.importance_weighted_nll(model, variables, x[subset], num_samples=k,
+                                                key=jax.random.fold_in(key, i), likelihood=likelihood,
+                                                batch_size=batch) for i, k in enumerate(ks)])
+  np.savez(os.path.join(out_dir, 'iw_k_sweep.npz'), nll=per_k, k=np.array(ks), index=subset)
+  sem = lambda v: float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float('nan')
+  steps = [{'from_k': ks[i], 'to_k': ks[i + 1], 'change': float((per_k[i + 1] - per_k[i]).mean()),
+            'stderr': sem(per_k[i + 1] - per_k[i])} for i in range(len(ks) - 1)]
+  return {'examples': int(count), 'k': ks, 'nll': [float(v.mean()) for v in per_k],
+          'stderr': [sem(v) for v in per_k], 'steps': steps}
+
+
 def analyze_vae(restored: train.RestoredRun, out_dir: str) -> dict[str, Any]:
   """Writes the analysis of a VAE run opened by `train.restore` into `out_dir`.
 
@@ -65,7 +84,8 @@ def analyze_vae(restored: train.RestoredRun, out_dir: str) -> dict[str, Any]:
   Returns:
     {'step', 'beta', 'latent', 'architecture', 'latent_size', 'dataset', 'likelihood', the trainer's test results
     (test/rate, test/distortion, test/neg_elbo, test/distortion_d: the same evaluation as summary.json), and
-    'test/iw_nll' with 'test/iw_nll_stderr', 'iw_samples', 'iw_examples' (or 'iw_nll_unavailable': why)}.
+    'test/iw_nll' with 'test/iw_nll_stderr', 'iw_samples', 'iw_examples' (or 'iw_nll_unavailable': why), and
+    'iw_k_sweep' (`_iw_k_sweep`, with iw_k_sweep.npz) when `vae.iw_k_sweep` names its k}.
   """
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (no global backend change)
 
@@ -174,6 +194,10 @@ def analyze_vae(restored: train.RestoredRun, out_dir: str) -> dict[str, Any]:
     stderr = float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else float('nan')
     results.update({'test/iw_nll': float(nll.mean()), 'test/iw_nll_stderr': stderr, 'iw_samples': k,
                     'iw_examples': int(count)})
+    ks = [int(k) for k in config.vae.get('iw_k_sweep', ()) or ()]
+    if ks:
+      results['iw_k_sweep'] = _iw_k_sweep(model, variables, x, ks, int(config.vae.get('iw_k_sweep_examples', 0)),
+                                          jax.random.fold_in(key, 4), likelihood, batch, out_dir)
   else:
     results['iw_nll_unavailable'] = (
         'Echo noise has no density q(z|x)' if config.vae.latent == 'echo' else
