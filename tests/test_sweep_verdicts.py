@@ -1,42 +1,37 @@
-"""Known answers for the sweep verdicts (`infodrop_jax.sweep.report`): every check kind of `CHECKS` on mean rows whose
-verdict is known (pass, fail, ties, tolerance, missing seeds, failed points, one point, NaN), the aggregate word of
-`verdicts`, the rendering in report.md, and the committed reports' verdicts recomputed from their results_mean.csv.
+"""Known answers for the sweep verdicts (`infodrop_jax.sweep.checks`): each check kind on per-seed rows whose verdict
+is known (clear, the wrong way, within the noise, one seed, unfinished runs), preconditions and their gating, the
+validation of a config's checks, the aggregate word, report.md, and every committed report rebuilt from its
+committed results.csv and sweep.json (the verdicts the reports print are recomputed here). The rules as rules (null
+and power simulations) are tested in tests/test_sweep_checks.py.
 
 Pure Python and no training: the whole file runs in seconds.
-
-Semantics these tests pin, from the code and the presets' `description`s (the checks encode the paper's claims):
-  le            a ≤ b (+ tolerance) at every value of x where both are finished: ties agree.
-  increasing    the value at the largest x > at the smallest (+ tolerance): the endpoints decide, ties disagree.
-  decreasing    the value at the largest x < at the smallest (- tolerance): ties disagree.
-  range_le      (max - min) / |mean| ≤ tolerance: a spread equal to the tolerance agrees.
-  interior_min  the lowest value is at neither end of x (needs three values of x).
-  above         metric > reference (+ tolerance) at every x: ties disagree ("more than chance").
-  at_least / at_most   metric ≥ / ≤ value in every run `where` selects (tests/test_sweep_vae_and_planes.py).
-A check may disagree on the values of x that finished, but agrees only when every value of x it needs finished
-(a failed, NaN or seedless point makes an otherwise agreeing check 'cannot tell').
 """
 import importlib.util
 import json
 import math
 import pathlib
+import shutil
 
+import numpy as np
 import pytest
 
 from infodrop_jax import sweep
+from infodrop_jax.sweep import checks
 from infodrop_jax.sweep import report as sweep_report
 from infodrop_jax.sweep.commands import done_record
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 REPORTS = REPO_ROOT / 'reports'
 BETAS = (0.01, 0.1, 1.0)  # labels '0.01', '0.1', '1'
+SEEDS = (0, 1, 2)
 
 AGREE_1 = 'agree (1 of 1 checks agree, 0 disagree, 0 cannot tell)'
 DISAGREE_1 = 'disagree (0 of 1 checks agree, 1 disagree, 0 cannot tell)'
 CANNOT_TELL_1 = 'cannot tell (0 of 1 checks agree, 0 disagree, 1 cannot tell)'
 
 
-def _config(checks=None, *, betas=BETAS, dropouts=(), seeds=(0,)):
-  """A sweep over beta (and dropout when given), report.x = beta, with `checks` as its `expect`."""
+def _config(claims=None, preconditions=None, *, betas=BETAS, dropouts=(), seeds=SEEDS):
+  """A sweep over beta (and dropout when given), report.x = beta."""
   config = sweep.new_config('t', 'configs/mnist_fc.py')
   if dropouts:
     config.axes.dropout = sweep.axis('model.dropout', dropouts)
@@ -44,42 +39,32 @@ def _config(checks=None, *, betas=BETAS, dropouts=(), seeds=(0,)):
   config.seeds = seeds
   config.analyze = False
   config.report.x = 'beta'
-  for name, spec in (checks or {}).items():
+  for name, spec in (claims or {}).items():
     config.expect[name] = spec
+  for name, spec in (preconditions or {}).items():
+    config.preconditions[name] = spec
   return config
 
 
-def _means(values, metric='m', betas=BETAS, **labels):
-  """Mean rows as `mean_rows` writes them, one per beta: `values[i]` is the mean at betas[i]; None = no finished
-  seed there (mean_rows then writes no `metric:mean` column at all)."""
+def _rows(config, value, status=lambda labels: 'done'):
+  """results.csv rows of every point of `config`: value(labels) is {column: number} (or one number for 'm')."""
   rows = []
-  for beta, value in zip(betas, values):
-    row = {**labels, 'beta': sweep.label_of(beta), 'seeds': 1, 'seeds_done': 0 if value is None else 1}
-    if value is not None:
-      row[f'{metric}:mean'] = value
-    rows.append(row)
+  for p in sweep.points(config):
+    v = value(p.labels)
+    rows.append({**p.labels, 'point': p.name, 'status': status(p.labels), **(v if isinstance(v, dict) else {'m': v})})
   return rows
 
 
-def _merge(*series):
-  """Several `_means` series of the same betas as one list of rows (columns of the same beta merged)."""
-  merged = [dict(row) for row in series[0]]
-  for rows in series[1:]:
-    for out, row in zip(merged, rows):
-      out.update({k: v for k, v in row.items() if k.endswith(':mean')})
-  return merged
+def _noise(labels, scale=0.01):
+  """A fixed small offset per seed, mean 0 over seeds 0, 1, 2 (sample std = scale)."""
+  return (-scale, 0.0, scale)[int(labels['seed'])]
 
 
-def _with_std(rows, stds):
-  """`rows` with `m:std` set to stds[i] in row i (the seeds' spread that `within_spread_cannot_tell` reads)."""
-  for row, std in zip(rows, stds):
-    row['m:std'] = std
-  return rows
-
-
-def _one(spec, means, **config_kwargs):
-  """(overall verdict, the check's line) of a sweep whose only check is `c`."""
-  verdict, lines = sweep.verdicts(_config({'c': spec}, **config_kwargs), means)
+def _one(spec, value, **kwargs):
+  """(overall verdict, the check's line) of a sweep whose only claim is `c`."""
+  config = _config({'c': spec}, **{k: v for k, v in kwargs.items() if k != 'status'})
+  verdict, lines = sweep.verdicts(config, _rows(config, value, **({'status': kwargs['status']}
+                                                                  if 'status' in kwargs else {})))
   assert len(lines) == 1
   return verdict, lines[0]
 
@@ -87,453 +72,352 @@ def _one(spec, means, **config_kwargs):
 def test_this_checkout_is_the_package_under_test():
   # A mutation run in a copy of the tree must test the copy's code, not an installed one.
   assert pathlib.Path(sweep_report.__file__).resolve().is_relative_to(REPO_ROOT)
-  assert sweep.CHECKS == ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above', 'at_least', 'at_most')
+  assert sweep.CHECKS == ('le', 'increasing', 'decreasing', 'range_le', 'interior_min', 'above', 'at_least',
+                          'at_most', 'within', 'window_fall', 'stable_in_sample')
+  assert len(checks.docs()) == len(sweep.CHECKS)
 
 
 # --- le ---------------------------------------------------------------------------------------------------------
 
 LE = dict(check='le', metric='m', by='dropout', a='information', b='binary', along='beta')
+METHODS = ('information', 'binary')
 
 
-def _le(info, binary, spec=LE, betas=BETAS):
-  means = _means(info, betas=betas, dropout='information') + _means(binary, betas=betas, dropout='binary')
-  return _one(spec, means, betas=betas, dropouts=('information', 'binary'))
+def _le(info, binary, spec=LE, scale=0.01, **kwargs):
+  """info[i] / binary[i]: the mean at BETAS[i]; seeds spread by ± scale."""
+  means = {'information': info, 'binary': binary}
+  return _one(spec, lambda l: means[l['dropout']][BETAS.index(float(l['beta']))] + _noise(l, scale),
+              dropouts=METHODS, **kwargs)
 
 
-def _le_with_spread(info, binary, info_std, binary_std):
-  rows = _with_std(_means(info, dropout='information') + _means(binary, dropout='binary'), info_std + binary_std)
-  return _one({**LE, 'within_spread_cannot_tell': True}, rows, dropouts=('information', 'binary'))
+def test_le_agrees_when_a_is_clearly_below_b_everywhere():
+  verdict, line = _le([0.1, 0.1, 0.1], [0.3, 0.3, 0.3])
+  assert verdict == AGREE_1
+  # Welch with equal spreads 0.01, 3 seeds: se = 0.01·sqrt(2/3), df = 4; 3 comparisons at 1 − 0.05/3.
+  assert 'beta=0.01: -0.2 [' in line and 'Welch t, df 4, n = 3 vs 3' in line
+  assert '95 % intervals simultaneous over 3 comparisons (each at 98.3 %)' in line
 
 
-def test_le_within_the_seed_spread_cannot_tell():
-  # Fig 3a at width 256: 1.607 ± 0.2 against 1.703 ± 0.071 % is no evidence either way.
-  verdict, line = _le_with_spread([0.1, 0.2, 1.607], [0.3, 0.4, 1.703], [0.01, 0.01, 0.2], [0.01, 0.01, 0.071])
+def test_le_disagrees_on_one_clear_counterexample():
+  verdict, line = _le([0.1, 0.1, 0.5], [0.3, 0.3, 0.3])
+  assert verdict == DISAGREE_1 and 'beta=1: 0.2 [' in line
+
+
+def test_le_within_the_noise_cannot_tell_and_says_what_would_decide():
+  # A difference of one seed std, 3 seeds: the interval contains 0.
+  verdict, line = _le([0.1, 0.1, 0.1], [0.11, 0.3, 0.3])
   assert verdict == CANNOT_TELL_1
-  assert line.endswith("at 3/3 (beta=0.01: 0.1 vs 0.3; beta=0.1: 0.2 vs 0.4; beta=1: 1.607 vs 1.703); within the "
-                       "seeds' spread (larger std) at 1 (beta=1: |-0.096| ≤ 0.2)")
-  # The same means with small spreads decide: a agrees where every difference is clear.
-  assert _le_with_spread([0.1, 0.2, 1.607], [0.3, 0.4, 1.703], [0.01] * 3, [0.01] * 3)[0] == AGREE_1
+  assert 'What would decide, if the effect stays at its estimate: beta=0.01: about ' in line
 
 
-def test_le_a_clear_difference_the_wrong_way_disagrees_even_beside_unclear_ones():
-  assert _le_with_spread([0.1, 0.5, 1.607], [0.3, 0.4, 1.703], [0.01] * 3, [0.01, 0.01, 0.2])[0] == DISAGREE_1
-  # Wrong way but within the spread: cannot tell, not disagrees.
-  assert _le_with_spread([0.1, 0.2, 1.75], [0.3, 0.4, 1.703], [0.01] * 3, [0.01, 0.01, 0.2])[0] == CANNOT_TELL_1
+def test_what_would_decide_is_the_fewest_seeds_whose_interval_clears_the_boundary():
+  from infodrop_jax.sweep import inference  # pylint: disable=g-import-not-at-top
+  leaf = checks.Leaf('x', effect=-0.01, se=0.01 * math.sqrt(2 / 3), df=4.0, lo=-math.inf, hi=0.0, test='Welch t',
+                     n=3)
+  needed = int(leaf.to_decide(family=3).split('about ')[1].split()[0])
+  half = lambda n: float(inference.half_width(leaf.se * math.sqrt(3 / n), 2.0 * (n - 1), 3))
+  assert half(needed) < 0.01 <= half(needed - 1)
+  assert 'no number of seeds' in checks.Leaf('x', 0.0, 0.1, 4.0, -math.inf, 0.0, 'Welch t', n=3).to_decide(1)
+  measured = checks.Leaf('x', effect=91.0, se=0.5, df=math.inf, lo=84.78, hi=91.76, test='z')
+  assert measured.to_decide(1) == f'x: a Monte Carlo error {1.959964 * 0.5 / 0.76:.2g}× smaller'
 
 
-def test_le_without_the_option_ignores_the_spread():
-  rows = _with_std(_means([0.1, 0.2, 1.75], dropout='information') + _means([0.3, 0.4, 1.703], dropout='binary'),
-                   [1.0] * 6)
-  assert _one(LE, rows, dropouts=('information', 'binary'))[0] == DISAGREE_1
+def test_le_tolerance_moves_the_boundary():
+  assert _le([0.1] * 3, [0.05] * 3, spec={**LE, 'tolerance': 0.1})[0] == AGREE_1
+  assert _le([0.1] * 3, [0.05] * 3)[0] == DISAGREE_1
 
 
-def test_le_agrees_when_a_is_below_b_everywhere():
-  assert _le([0.1, 0.2, 0.3], [0.2, 0.3, 0.4]) == (
-      AGREE_1, '`c`: **agrees**: m of information ≤ binary at 3/3 '
-               '(beta=0.01: 0.1 vs 0.2; beta=0.1: 0.2 vs 0.3; beta=1: 0.3 vs 0.4)')
+def test_le_with_one_seed_cannot_tell_however_large_the_difference():
+  verdict, line = _le([0.1] * 3, [0.9] * 3, scale=0.0, seeds=(0,))
+  assert verdict == CANNOT_TELL_1 and 'no standard error' in line
 
 
-def test_le_disagrees_when_a_is_above_b_anywhere():
-  assert _le([0.1, 0.35, 0.3], [0.2, 0.3, 0.4]) == (
-      DISAGREE_1, '`c`: **disagrees**: m of information ≤ binary at 2/3 '
-                  '(beta=0.01: 0.1 vs 0.2; beta=0.1: 0.35 vs 0.3; beta=1: 0.3 vs 0.4)')
-  # b below a everywhere (the arguments swapped) is the opposite answer, at 0/3.
-  assert _le([0.2, 0.3, 0.4], [0.1, 0.2, 0.3])[1].startswith('`c`: **disagrees**: m of information ≤ binary at 0/3 ')
+def test_le_identical_seeds_are_known_exactly():
+  # Every seed the same on both sides (values whose mean is exact in binary): the difference is exact (se 0).
+  assert _le([0.25] * 3, [0.5] * 3, scale=0.0)[0] == AGREE_1
+  assert _le([0.5] * 3, [0.5] * 3, scale=0.0)[0] == DISAGREE_1  # a tie is not "<"
 
 
-def test_le_ties_agree():
-  # ≤, as the presets' descriptions say ("information ≤ binary at every width"): equal errors do not contradict it.
-  assert _le([0.2, 0.2, 0.2], [0.2, 0.2, 0.2]) == (
-      AGREE_1, '`c`: **agrees**: m of information ≤ binary at 3/3 '
-               '(beta=0.01: 0.2 vs 0.2; beta=0.1: 0.2 vs 0.2; beta=1: 0.2 vs 0.2)')
+def test_an_unfinished_run_may_disagree_but_not_agree():
+  unfinished = lambda l: 'failed' if (l['dropout'], l['beta'], l['seed']) == ('binary', '1', '2') else 'done'
+  verdict, line = _le([0.1] * 3, [0.3] * 3, status=unfinished)
+  assert verdict == CANNOT_TELL_1 and 'a run not finished' in line
+  assert _le([0.1, 0.1, 0.9], [0.3] * 3, status=unfinished)[0] == DISAGREE_1
 
 
-def test_le_tolerance_is_added_to_b():
-  spec = {**LE, 'tolerance': 0.25}
-  assert _le([0.75, 0.25, 0.25], [0.5, 0.5, 0.5], spec) == (
-      AGREE_1, '`c`: **agrees**: m of information ≤ binary + 0.25 at 3/3 '
-               '(beta=0.01: 0.75 vs 0.5; beta=0.1: 0.25 vs 0.5; beta=1: 0.25 vs 0.5)')
-  verdict, line = _le([0.875, 0.25, 0.25], [0.5, 0.5, 0.5], spec)
-  assert verdict == DISAGREE_1 and 'binary + 0.25 at 2/3 ' in line
-
-
-def test_le_with_one_value_of_x_decides_on_it():
-  assert _le([0.3], [0.2], betas=(0.5,)) == (
-      DISAGREE_1, '`c`: **disagrees**: m of information ≤ binary at 0/1 (beta=0.5: 0.3 vs 0.2)')
-  assert _le([0.2], [0.3], betas=(0.5,))[0] == AGREE_1
-
-
-def test_le_cannot_tell_without_both_sides():
-  assert _le([0.1, 0.2, 0.3], [None, None, None]) == (
-      CANNOT_TELL_1, '`c`: **cannot tell**: no finished points with both dropout=information and dropout=binary')
-  assert _le([None, 0.2, None], [0.1, None, 0.3])[0] == CANNOT_TELL_1  # never both at the same beta
-
-
-def test_le_disagrees_on_a_counterexample_even_with_points_missing():
-  verdict, line = _le([0.1, 0.5, 0.3], [0.2, 0.3, None])
-  assert verdict == DISAGREE_1
-  assert line == ('`c`: **disagrees**: m of information ≤ binary at 1/2 (beta=0.01: 0.1 vs 0.2; beta=0.1: 0.5 vs 0.3)')
-
-
-# --- increasing / decreasing ------------------------------------------------------------------------------------
+# --- increasing / decreasing / interior_min ---------------------------------------------------------------------
 
 INC = dict(check='increasing', metric='m', along='beta')
 DEC = dict(check='decreasing', metric='m', along='beta')
-
-
-def test_increasing_agrees_on_a_rise():
-  assert _one(INC, _means([0.1, 0.2, 0.3])) == (
-      AGREE_1, '`c`: **agrees**: m at beta=0.01: 0.1, at beta=1: 0.3 (all: 0.01: 0.1, 0.1: 0.2, 1: 0.3)')
-
-
-def test_increasing_disagrees_on_a_fall():
-  assert _one(INC, _means([0.3, 0.2, 0.1])) == (
-      DISAGREE_1, '`c`: **disagrees**: m at beta=0.01: 0.3, at beta=1: 0.1 (all: 0.01: 0.3, 0.1: 0.2, 1: 0.1)')
-
-
-def test_increasing_compares_the_endpoints():
-  # "larger at the largest beta than at the smallest" (fig2, fig4): the last point decides, the middle does not.
-  assert _one(INC, _means([0.2, 0.9, 0.1]))[0] == DISAGREE_1  # up in the middle, ends below the start
-  assert _one(INC, _means([0.1, 0.05, 0.2]))[0] == AGREE_1  # down in the middle, ends above the start
-
-
-def test_increasing_ties_disagree():
-  # Strict: equal values at both ends are no increase ("larger at the largest beta").
-  assert _one(INC, _means([0.2, 0.2, 0.2])) == (
-      DISAGREE_1, '`c`: **disagrees**: m at beta=0.01: 0.2, at beta=1: 0.2 (all: 0.01: 0.2, 0.1: 0.2, 1: 0.2)')
-  assert _one(INC, _means([0.2, 0.5, 0.2]))[0] == DISAGREE_1
-
-
-def test_increasing_tolerance_is_a_margin():
-  assert _one({**INC, 'tolerance': 0.25}, _means([0.25, 0.5, 0.5]))[0] == DISAGREE_1  # rise == margin
-  assert _one({**INC, 'tolerance': 0.25}, _means([0.25, 0.5, 0.625]))[0] == AGREE_1
-
-
-def test_decreasing_mirrors_increasing():
-  assert _one(DEC, _means([0.3, 0.2, 0.1])) == (
-      AGREE_1, '`c`: **agrees**: m at beta=0.01: 0.3, at beta=1: 0.1 (all: 0.01: 0.3, 0.1: 0.2, 1: 0.1)')
-  assert _one(DEC, _means([0.1, 0.2, 0.3]))[0] == DISAGREE_1
-  assert _one(DEC, _means([0.2, 0.2, 0.2]))[0] == DISAGREE_1  # ties: no decrease
-  assert _one(DEC, _means([0.1, 0.0, 0.2]))[0] == DISAGREE_1  # the endpoints decide
-  assert _one({**DEC, 'tolerance': 0.25}, _means([0.5, 0.5, 0.25]))[0] == DISAGREE_1
-  assert _one({**DEC, 'tolerance': 0.25}, _means([0.625, 0.5, 0.25]))[0] == AGREE_1
-
-
-def test_increasing_within_the_seed_spread_cannot_tell():
-  # Fig 2's question with 3 seeds: 0.684 -> 0.753 in the box, with a std of 0.08 at one end, is no evidence.
-  spec = {**INC, 'within_spread_cannot_tell': True}
-  verdict, line = _one(spec, _with_std(_means([0.684, 0.7, 0.753]), [0.08, 0.01, 0.02]))
-  assert verdict == CANNOT_TELL_1
-  assert line == ("`c`: **cannot tell**: m at beta=0.01: 0.684, at beta=1: 0.753 (all: 0.01: 0.684, 0.1: 0.7, "
-                  "1: 0.753); within the seeds' spread (larger std): |0.069| ≤ 0.08")
-  # The same means with a small spread decide, and say that the change is larger than the spread.
-  verdict, line = _one(spec, _with_std(_means([0.684, 0.7, 0.753]), [0.01, 0.5, 0.02]))  # the middle std is ignored
-  assert verdict == AGREE_1 and line.endswith("; the change is larger than the seeds' spread (larger std 0.02)")
-  # A clear fall disagrees; a fall within the spread cannot tell.
-  assert _one(spec, _with_std(_means([0.753, 0.7, 0.684]), [0.01, 0.01, 0.02]))[0] == DISAGREE_1
-  assert _one(spec, _with_std(_means([0.753, 0.7, 0.684]), [0.01, 0.01, 0.08]))[0] == CANNOT_TELL_1
-  # Without the option the spread is ignored.
-  assert _one(INC, _with_std(_means([0.684, 0.7, 0.753]), [0.08, 0.01, 0.02]))[0] == AGREE_1
-
-
-def test_decreasing_within_the_seed_spread_and_the_tolerance():
-  spec = {**DEC, 'within_spread_cannot_tell': True, 'tolerance': 0.25}
-  # A fall of 0.375 against a margin of 0.25 is 0.125 beyond it: a std of 0.125 cannot tell, 0.1 decides.
-  assert _one(spec, _with_std(_means([1.0, 0.8, 0.625]), [0.125, 0.0, 0.0]))[0] == CANNOT_TELL_1
-  assert _one(spec, _with_std(_means([1.0, 0.8, 0.625]), [0.1, 0.0, 0.0]))[0] == AGREE_1
-  # A fall of 0.125 is 0.125 short of the margin: clear (std 0.1) disagrees, unclear (std 0.125) cannot tell.
-  assert _one(spec, _with_std(_means([1.0, 0.8, 0.875]), [0.1, 0.0, 0.0]))[0] == DISAGREE_1
-  assert _one(spec, _with_std(_means([1.0, 0.8, 0.875]), [0.0, 0.0, 0.125]))[0] == CANNOT_TELL_1
-
-
-@pytest.mark.parametrize('spec', [INC, DEC])
-def test_increasing_and_decreasing_cannot_tell_from_one_point(spec):
-  assert _one(spec, _means([0.1], betas=(0.5,)), betas=(0.5,)) == (
-      CANNOT_TELL_1, '`c`: **cannot tell**: m: fewer than two values of beta finished')
-  assert _one(spec, _means([None, 0.2, None]))[0] == CANNOT_TELL_1  # one finished point of three
-  assert _one(spec, _means([None, None, None]))[0] == CANNOT_TELL_1  # no point finished
-
-
-def test_increasing_skips_an_unfinished_middle_point_and_says_so_in_its_list():
-  # The endpoints decide 'increasing', so a missing middle value changes nothing; the "all:" list shows it is missing.
-  assert _one(INC, _means([0.1, None, 0.3])) == (
-      AGREE_1, '`c`: **agrees**: m at beta=0.01: 0.1, at beta=1: 0.3 (all: 0.01: 0.1, 1: 0.3)')
-  assert _one(INC, _means([0.1, math.nan, 0.3]))[1] == _one(INC, _means([0.1, None, 0.3]))[1]  # NaN = not finished
-
-
-def test_along_defaults_to_report_x_and_where_selects_a_series():
-  spec = dict(check='increasing', metric='m', where='dropout=information')
-  means = _means([0.1, 0.2, 0.3], dropout='information') + _means([0.3, 0.2, 0.1], dropout='binary')
-  kwargs = dict(dropouts=('information', 'binary'))
-  assert _one(spec, means, **kwargs) == (
-      AGREE_1, '`c`: **agrees**: m at beta=0.01: 0.1, at beta=1: 0.3 (all: 0.01: 0.1, 0.1: 0.2, 1: 0.3)')
-  assert _one({**spec, 'where': 'dropout=binary'}, means, **kwargs)[0] == DISAGREE_1
-
-
-# --- range_le -----------------------------------------------------------------------------------------------------
-
-RANGE = dict(check='range_le', metric='m', along='beta')
-
-
-def test_range_le_agrees_within_the_tolerance():
-  # (2 - 1) / 1.5 = 66.7 % of the mean.
-  assert _one({**RANGE, 'tolerance': 0.7}, _means([1.0, 1.5, 2.0])) == (
-      AGREE_1, '`c`: **agrees**: m varies by 66.7 % of its mean across beta (allowed 70 %)')
-
-
-def test_range_le_disagrees_beyond_the_tolerance():
-  assert _one({**RANGE, 'tolerance': 0.5}, _means([1.0, 1.5, 2.0])) == (
-      DISAGREE_1, '`c`: **disagrees**: m varies by 66.7 % of its mean across beta (allowed 50 %)')
-
-
-def test_range_le_spread_equal_to_the_tolerance_agrees():
-  # (3 - 1) / 2 = exactly 1.0: "varies by at most 100 %".
-  assert _one({**RANGE, 'tolerance': 1.0}, _means([1.0, 2.0, 3.0])) == (
-      AGREE_1, '`c`: **agrees**: m varies by 100.0 % of its mean across beta (allowed 100 %)')
-
-
-def test_range_le_constant_series_agrees_even_with_no_tolerance():
-  assert _one(RANGE, _means([0.5, 0.5, 0.5])) == (
-      AGREE_1, '`c`: **agrees**: m varies by 0.0 % of its mean across beta (allowed 0 %)')
-  assert _one(RANGE, _means([0.5, 0.5, 0.625]))[0] == DISAGREE_1
-
-
-def test_range_le_cannot_tell_from_one_point():
-  assert _one({**RANGE, 'tolerance': 0.5}, _means([1.0, None, None])) == (
-      CANNOT_TELL_1, '`c`: **cannot tell**: m: fewer than two values of beta finished')
-
-
-# --- interior_min -------------------------------------------------------------------------------------------------
-
 DIP = dict(check='interior_min', metric='m', along='beta')
 
 
-def test_interior_min_agrees_on_a_dip():
-  assert _one(DIP, _means([0.3, 0.1, 0.2])) == (
-      AGREE_1, '`c`: **agrees**: m is lowest at beta=0.1 (all: 0.01: 0.3, 0.1: 0.1, 1: 0.2)')
+def _series(values, spec, scale=0.01, betas=BETAS):
+  return _one(spec, lambda l: values[[sweep.label_of(b) for b in betas].index(l['beta'])] + _noise(l, scale),
+              betas=betas)
 
 
-@pytest.mark.parametrize('values,lowest', [([0.1, 0.2, 0.3], '0.01'), ([0.3, 0.2, 0.1], '1')])
-def test_interior_min_disagrees_at_an_end(values, lowest):
-  verdict, line = _one(DIP, _means(values))
-  assert verdict == DISAGREE_1 and line.startswith(f'`c`: **disagrees**: m is lowest at beta={lowest} (')
+@pytest.mark.parametrize('spec,values,verdict', [
+    (INC, [0.1, 0.9, 0.3], AGREE_1),  # the endpoints decide
+    (INC, [0.3, 0.2, 0.1], DISAGREE_1),
+    (INC, [0.1, 0.2, 0.11], CANNOT_TELL_1),
+    (DEC, [0.3, 0.2, 0.1], AGREE_1),
+    (DEC, [0.1, 0.2, 0.3], DISAGREE_1),
+    ({**INC, 'tolerance': 0.5}, [0.1, 0.2, 0.3], DISAGREE_1),
+    (DIP, [0.3, 0.1, 0.3], AGREE_1),
+    (DIP, [0.1, 0.2, 0.3], DISAGREE_1),
+    (DIP, [0.3, 0.295, 0.3], CANNOT_TELL_1),
+])
+def test_ordering_kinds_known_answers(spec, values, verdict):
+  assert _series(values, spec)[0] == verdict
 
 
-def test_interior_min_cannot_tell_from_two_points():
-  assert _one(DIP, _means([0.3, None, 0.2])) == (
-      CANNOT_TELL_1, '`c`: **cannot tell**: m: fewer than three values of beta finished')
+def test_interior_min_and_increasing_need_enough_values_of_x():
+  assert _series([0.3, 0.1], DIP, betas=(0.1, 1.0))[0] == CANNOT_TELL_1
+  assert _series([0.1], INC, betas=(0.1,))[0] == CANNOT_TELL_1
 
 
-def test_interior_min_tie_with_the_first_end_disagrees():
-  # The lowest error is (also) at the smallest beta: no dip.
-  assert _one(DIP, _means([0.1, 0.1, 0.3]))[0] == DISAGREE_1
-  assert _one(DIP, _means([0.2, 0.2, 0.2]))[0] == DISAGREE_1
+def test_where_selects_a_series_and_along_defaults_to_report_x():
+  spec = dict(check='increasing', metric='m', where='dropout=binary')
+  means = {'information': [0.3, 0.2, 0.1], 'binary': [0.1, 0.2, 0.3]}
+  verdict, line = _one(spec, lambda l: means[l['dropout']][BETAS.index(float(l['beta']))] + _noise(l),
+                       dropouts=METHODS)
+  assert verdict == AGREE_1 and 'beta=1 − beta=0.01: 0.2' in line
 
 
-def test_interior_min_tie_with_the_last_end_disagrees():
-  # Mirror of [0.1, 0.1, 0.3]: the error does not rise again after its lowest value, so there is no interior minimum.
-  assert _one(DIP, _means([0.3, 0.1, 0.1]))[0] == DISAGREE_1
+# --- range_le, above ---------------------------------------------------------------------------------------------
+
+RANGE = dict(check='range_le', metric='m', along='beta', margin=0.1, margin_reason='the paper\'s reading')
 
 
-# --- above --------------------------------------------------------------------------------------------------------
+def test_range_le_is_an_equivalence_test():
+  assert _series([1.0, 1.01, 1.0], RANGE)[0] == AGREE_1
+  assert _series([1.0, 1.5, 1.0], RANGE)[0] == DISAGREE_1
+  # Not different, yet not shown close: the seeds' noise is as large as the margin.
+  assert _series([1.0, 1.0, 1.0], RANGE, scale=0.1)[0] == CANNOT_TELL_1
+  relative = {**{k: v for k, v in RANGE.items() if k != 'margin'}, 'relative_margin': 0.1}
+  assert _series([1.0, 1.01, 1.0], relative)[0] == AGREE_1  # ± 0.1 of a mean of 1.003
+  assert _series([1.0, 1.5, 1.0], relative)[0] == DISAGREE_1
+
+
+def test_range_le_needs_exactly_one_margin_and_its_reason():
+  for bad in ({k: v for k, v in RANGE.items() if k != 'margin'}, {**RANGE, 'relative_margin': 0.5},
+              {k: v for k, v in RANGE.items() if k != 'margin_reason'}):
+    with pytest.raises(sweep.SweepError, match='range_le|margin_reason'):
+      checks.validate(_config({'c': bad}))
+
 
 ABOVE = dict(check='above', metric='m', reference='chance', along='beta')
 
 
-def _above(values, chance=(0.25, 0.25, 0.25), spec=ABOVE):
-  return _one(spec, _merge(_means(values), _means(chance, metric='chance')))
+@pytest.mark.parametrize('values,verdict', [([0.5, 0.5, 0.5], AGREE_1), ([0.5, 0.2, 0.5], DISAGREE_1),
+                                            ([0.5, 0.255, 0.5], CANNOT_TELL_1)])
+def test_above_is_a_paired_difference_per_run(values, verdict):
+  got, line = _one(ABOVE, lambda l: {'m': values[BETAS.index(float(l['beta']))] + _noise(l), 'chance': 0.25})
+  assert got == verdict and 'paired t, df 2, n = 3' in line
 
 
-def test_above_agrees_when_above_the_reference_everywhere():
-  assert _above([0.5, 0.625, 0.75]) == (
-      AGREE_1, '`c`: **agrees**: m above chance at 3/3 (beta=0.01: 0.5 vs 0.25; beta=0.1: 0.625 vs 0.25; '
-               'beta=1: 0.75 vs 0.25)')
+def test_above_without_its_reference_column_is_not_measured():
+  verdict, line = _one(ABOVE, lambda l: 0.5 + _noise(l))
+  assert verdict == CANNOT_TELL_1 and '**not measured**' in line
 
 
-def test_above_disagrees_when_below_anywhere():
-  assert _above([0.5, 0.125, 0.75]) == (
-      DISAGREE_1, '`c`: **disagrees**: m above chance at 2/3 (beta=0.01: 0.5 vs 0.25; beta=0.1: 0.125 vs 0.25; '
-                  'beta=1: 0.75 vs 0.25)')
+# --- bounds with their Monte Carlo error --------------------------------------------------------------------------
+
+def _bound(spec, values, stderr=0.5):
+  return _one(spec, lambda l: {'iw': values[int(l['seed'])], 'iw_se': stderr}, betas=(1.0,))
 
 
-def test_above_ties_disagree():
-  # "more than chance": at chance is not above it.
-  verdict, line = _above([0.5, 0.25, 0.75])
-  assert verdict == DISAGREE_1 and 'above chance at 2/3 ' in line
+AT_MOST = dict(check='at_most', metric='iw', value=90.0, stderr='iw_se')
+WITHIN = dict(check='within', metric='iw', stderr='iw_se', low=85.0, high=90.0, margin_reason='test')
 
 
-def test_above_tolerance_is_a_margin():
-  spec = {**ABOVE, 'tolerance': 0.25}
-  assert _above([0.5, 0.625, 0.75], spec=spec)[0] == DISAGREE_1  # 0.5 is not > 0.25 + 0.25
-  assert _above([0.625, 0.625, 0.75], spec=spec)[0] == AGREE_1
+def test_bounds_count_each_value_s_monte_carlo_error():
+  assert _bound(AT_MOST, [88.0, 88.0, 88.0])[0] == AGREE_1
+  # 89.5 ± 2.39 · 0.5 (3 runs at 1 − 0.05/3) contains 90: cannot tell, where "89.5 < 90" alone would agree.
+  assert _bound(AT_MOST, [88.0, 89.5, 88.0])[0] == CANNOT_TELL_1
+  assert _bound(AT_MOST, [88.0, 92.0, 88.0])[0] == DISAGREE_1
+  # Without a stderr column the value counts as exact, and the line says so.
+  verdict, line = _bound({k: v for k, v in AT_MOST.items() if k != 'stderr'}, [88.0, 89.9, 88.0])
+  assert verdict == AGREE_1 and 'exact (no Monte Carlo error recorded)' in line
 
 
-def test_above_cannot_tell_without_the_reference():
-  assert _one(ABOVE, _means([0.5, 0.625, 0.75])) == (
-      CANNOT_TELL_1, '`c`: **cannot tell**: m: no finished points with chance')
+def test_within_is_two_sided():
+  assert _bound(WITHIN, [87.0, 87.5, 88.0])[0] == AGREE_1
+  # A bug that lowers the bound by 4.6 nats (a lost log k) fails it.
+  assert _bound(WITHIN, [87.0 - 4.6] * 3)[0] == DISAGREE_1
+  assert _bound(WITHIN, [85.5, 87.0, 87.0])[0] == CANNOT_TELL_1
 
 
-def test_above_with_one_point_decides_on_it():
-  assert _one(ABOVE, _merge(_means([0.5], betas=(0.5,)), _means([0.25], metric='chance', betas=(0.5,))),
-              betas=(0.5,)) == (AGREE_1, '`c`: **agrees**: m above chance at 1/1 (beta=0.5: 0.5 vs 0.25)')
+def test_at_least_with_a_reference_column():
+  spec = dict(check='at_most', metric='iw', reference='elbo', value=0.0, stderr='iw_se')
+  verdict, line = _one(spec, lambda l: {'iw': 90.0, 'elbo': 94.0, 'iw_se': 0.5}, betas=(1.0,))
+  assert verdict == AGREE_1 and ': -4 [' in line
 
 
-def test_above_factor_scales_the_reference():
-  # "test error more than twice the training error": 0.5 > 2 × 0.25 is a tie, so it disagrees; 0.625 agrees.
-  spec = {**ABOVE, 'factor': 2.0}
-  assert _above([0.625, 0.75, 0.875], spec=spec) == (
-      AGREE_1, '`c`: **agrees**: m above 2 × chance at 3/3 (beta=0.01: 0.625 vs 2 × 0.25; '
-               'beta=0.1: 0.75 vs 2 × 0.25; '
-               'beta=1: 0.875 vs 2 × 0.25)')
-  assert _above([0.5, 0.75, 0.875], spec=spec)[0] == DISAGREE_1
+# --- window_fall and stable_in_sample ----------------------------------------------------------------------------
+
+def _plane_config(spec):
+  config = _config({'c': spec}, betas=(1.0,))
+  config.axes = {}
+  config.axes.dropout = sweep.axis('model.dropout', METHODS)
+  config.report.x = 'dropout'
+  config.name = 'p'
+  return config
 
 
-def test_where_pinning_x_needs_only_that_value():
-  # The overfitting check of Fig 3a looks at the largest width only; the other widths need not have finished.
-  spec = {**ABOVE, 'factor': 2.0, 'where': 'beta=1'}
-  means = _merge(_means([None, None, 0.875]), _means([None, None, 0.25], metric='chance'))
-  assert _one(spec, means) == (AGREE_1, '`c`: **agrees**: m above 2 × chance at 1/1 (beta=1: 0.875 vs 2 × 0.25)')
-  means = _merge(_means([0.875, 0.875, None]), _means([0.25, 0.25, None], metric='chance'))
-  assert _one(spec, means)[0] == CANNOT_TELL_1  # the pinned value did not finish; the others do not count
+def _write_plane(tmp_path, curves):
+  """curves[method] = (seeds × epochs 0, 10, …, 100) I(X;Z) of the training examples."""
+  epochs = np.arange(0, 101, 10, dtype=float)
+  arrays = {}
+  for method, ixz in curves.items():
+    arrays[f'{method}/hidden3/epoch'] = epochs
+    arrays[f'{method}/hidden3/ixz'] = np.asarray(ixz, float)
+  np.savez(tmp_path / 'p_information_plane.npz', **arrays)
 
 
-def test_unknown_check_kind_is_an_error():
-  with pytest.raises(sweep.SweepError, match="unknown check 'rising'"):
-    _one(dict(check='rising', metric='m'), _means([0.1, 0.2, 0.3]))
+FALL = dict(check='window_fall', metric='hidden3', along='dropout', early=(10, 30), late=(80, 100), mode='any')
 
 
-# --- several metrics (`metric='prefix:*'`) and `mode` ---------------------------------------------------------------
+def test_window_fall_reads_the_fixed_windows_of_the_training_curves(tmp_path):
+  falling = [[1.0] + [3.0 + d] * 3 + [2.5] * 4 + [2.0 + d] * 3 for d in (-0.05, 0.0, 0.05)]
+  flat = [[1.0] + [3.0 + d] * 3 + [3.0] * 7 for d in (-0.1, 0.0, 0.1)]  # falls −0.1, 0, 0.1
+  _write_plane(tmp_path, {'information': flat, 'binary': falling})
+  config = _plane_config(FALL)
+  rows = _rows(config, lambda l: 0.0)
+  verdict, lines = sweep.verdicts(config, rows, str(tmp_path))
+  assert verdict == AGREE_1 and 'dropout=binary: 1 [' in lines[0] and '3 seeds' in lines[0]
+  config.expect.c = {**FALL, 'direction': 'rise'}
+  assert sweep.verdicts(config, rows, str(tmp_path))[0] == CANNOT_TELL_1  # the flat one shows no rise either
+  # 'all' needs both methods to fall; the flat one cannot tell.
+  config.expect.c = {**FALL, 'mode': 'all'}
+  assert sweep.verdicts(config, rows, str(tmp_path))[0] == CANNOT_TELL_1
+  # No arrays: not measured.
+  assert 'not measured' in sweep.verdicts(config, rows, str(tmp_path / 'elsewhere'))[1][0]
 
-UP = [0.1, 0.2, 0.3]
-DOWN = [0.3, 0.2, 0.1]
+
+STABLE = dict(check='stable_in_sample', metric='ixz:*', doubled='ixz_2m:*', stderr='ixz_se:*',
+              doubled_stderr='ixz_2m_se:*')
+
+
+def test_stable_in_sample_agrees_when_doubling_moves_less_than_its_noise():
+  move = {'ixz:h': 2.0, 'ixz_se:h': 0.05, 'ixz_2m_se:h': 0.05}
+  assert _one(STABLE, lambda l: {**move, 'ixz_2m:h': 2.05}, betas=(1.0,))[0] == AGREE_1
+  assert _one(STABLE, lambda l: {**move, 'ixz_2m:h': 2.5}, betas=(1.0,))[0] == DISAGREE_1
+  verdict, line = _one(STABLE, lambda l: {'ixz:h': 2.0}, betas=(1.0,))
+  assert verdict == CANNOT_TELL_1 and 'not measured' in line
+
+
+# --- several metrics and mode -----------------------------------------------------------------------------------
+
 WILD = dict(check='increasing', metric='layer:*', along='beta')
 
 
 @pytest.mark.parametrize('mode,a,b,word', [
-    ('all', UP, UP, 'agrees'), ('all', UP, DOWN, 'disagrees'), ('all', DOWN, DOWN, 'disagrees'),
-    ('any', UP, DOWN, 'agrees'), ('any', DOWN, UP, 'agrees'), ('any', DOWN, DOWN, 'disagrees'),
-])
+    ('all', 0.3, 0.3, 'agree'), ('all', 0.3, -0.3, 'disagree'), ('any', 0.3, -0.3, 'agree'),
+    ('any', -0.3, -0.3, 'disagree'), ('all', 0.3, 0.011, 'cannot tell'), ('any', -0.3, 0.011, 'cannot tell')])
 def test_mode_all_needs_every_metric_and_any_needs_one(mode, a, b, word):
-  means = _merge(_means(a, metric='layer:a'), _means(b, metric='layer:b'))
-  _, line = _one({**WILD, 'mode': mode, 'description': 'd'}, means)
-  fmt = lambda v: ', '.join(f'{x}: {y:g}' for x, y in zip(('0.01', '0.1', '1'), v))
-  assert line == (f'`c` (d): **{word}**: layer:a at beta=0.01: {a[0]:g}, at beta=1: {a[-1]:g} (all: {fmt(a)}) | '
-                  f'layer:b at beta=0.01: {b[0]:g}, at beta=1: {b[-1]:g} (all: {fmt(b)})')
+  rises = {'layer:a': a, 'layer:b': b}
+  value = lambda l: {k: 0.1 + r * BETAS.index(float(l['beta'])) / 2 + _noise(l) for k, r in rises.items()}
+  verdict, line = _one({**WILD, 'mode': mode}, value)
+  assert verdict.startswith(word + ' ('), (verdict, line)
+  assert 'simultaneous over 2 comparisons' in line and f'{"every" if mode == "all" else "some"} metric of 2' in line
 
 
-def test_mode_defaults_to_all():
-  means = _merge(_means(UP, metric='layer:a'), _means(DOWN, metric='layer:b'))
-  assert _one(WILD, means)[0] == DISAGREE_1
+def test_a_wildcard_matching_no_column_is_not_measured():
+  verdict, line = _one(WILD, lambda l: 0.1)
+  assert verdict == CANNOT_TELL_1 and '**not measured**' in line
 
 
-def test_a_wildcard_matching_no_column_cannot_tell():
-  assert _one(dict(check='increasing', metric='zz:*'), _means(UP)) == (
-      CANNOT_TELL_1, '`c`: **cannot tell**: no column matches zz:*')
+# --- preconditions ----------------------------------------------------------------------------------------------
+
+OVERFITS = sweep.baseline_overfits('beta=0.01')
 
 
-@pytest.mark.parametrize('mode,decided', [('all', UP), ('any', DOWN)])
-def test_mode_with_an_undecidable_metric_cannot_tell(mode, decided):
-  # layer:b has one finished value: whether it rises is unknown, so neither "every layer" nor "no layer" is known.
-  means = _merge(_means(decided, metric='layer:a'), _means([0.1, None, None], metric='layer:b'))
-  assert _one({**WILD, 'mode': mode}, means)[0] == CANNOT_TELL_1
+def _gated(train_error, claims=None, **pre):
+  claims = claims or {'rises': INC}
+  config = _config(claims, {'overfits': {**OVERFITS, **pre}})
+  value = lambda l: {'m': 0.1 * BETAS.index(float(l['beta'])) + _noise(l), 'test_error_d': 0.05 + _noise(l, 0.001),
+                     **({'train_error_d': train_error} if train_error is not None else {})}
+  return sweep.verdicts(config, _rows(config, value))
+
+
+def test_a_precondition_that_holds_lets_the_claim_decide():
+  verdict, lines = _gated(0.0)
+  assert verdict == AGREE_1
+  assert lines[0].startswith('precondition `overfits`') and '**agrees**' in lines[0] and 'Why: ' in lines[0]
+
+
+def test_a_failed_or_unmeasured_precondition_makes_its_claims_cannot_tell():
+  verdict, lines = _gated(0.049)  # a gap of 0.1 points: the baseline does not overfit
+  assert verdict == CANNOT_TELL_1 and '**disagrees**' in lines[0]
+  assert '**cannot tell** (precondition `overfits` disagrees; the test alone: agrees)' in lines[1]
+  verdict, lines = _gated(None)
+  assert verdict == CANNOT_TELL_1 and '(precondition `overfits` not measured; the test alone: agrees)' in lines[1]
+  # optional: not measured gates nothing (a measured failure still does).
+  assert _gated(None, optional=True)[0] == AGREE_1
+  assert _gated(0.049, optional=True)[0] == CANNOT_TELL_1
+
+
+def test_gates_names_the_claims_a_precondition_gates():
+  verdict, _ = _gated(0.049, claims={'rises': INC, 'falls': DEC}, gates=('falls',))
+  assert verdict == 'partly (1 of 2 checks agree, 0 disagree, 1 cannot tell)'
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('claims,preconditions,match', [
+    ({'c': dict(check='rises', metric='m')}, {}, "check='rises'"),
+    ({'c': dict(check='le', metric='m', by='dropout', a='x')}, {}, r"needs \['b'\]"),
+    ({'c': {**INC, 'within_spread_cannot_tell': True}}, {}, 'unknown field'),
+    ({'c': {**INC, 'where': 'width=64'}}, {}, 'not axes of the sweep'),
+    ({'c': {**INC, 'mode': 'some'}}, {}, 'mode='),
+    ({'c': INC}, {'p': {k: v for k, v in OVERFITS.items() if k != 'why'}}, 'give `why`'),
+    ({'c': INC}, {'p': {**OVERFITS, 'gates': ('nope',)}}, 'not claims in expect'),
+    ({'c': {**FALL, 'early': (30, 10)}}, {}, 'first epoch, last epoch'),
+    ({'c': {**INC, 'why': 'x'}}, {}, 'unknown field'),  # `why` belongs to preconditions
+])
+def test_a_check_no_kind_can_decide_is_an_error_naming_it(claims, preconditions, match):
+  with pytest.raises(sweep.SweepError, match=match):
+    checks.validate(_config(claims, preconditions))
+
+
+def test_the_sweep_modes_validate_the_checks_before_anything_runs(tmp_path, capsys):
+  config = _config({'c': dict(check='rises', metric='m')})
+  assert sweep.main('sweep_commands', config, str(tmp_path)) == 2
+  assert "expect c: check='rises'" in capsys.readouterr().err
+  assert not any(tmp_path.iterdir())
+
+
+def test_every_preset_validates():
+  for path in sorted((REPO_ROOT / 'configs' / 'sweeps').glob('*.py')):
+    if path.stem == 'cifar_common':
+      continue
+    for variant in ('', 'cpu', 'smoke') + (('anchor',) if path.stem == 'vae_mnist' else ()):
+      checks.validate(_preset(path.stem, variant))
 
 
 # --- the aggregate verdict ----------------------------------------------------------------------------------------
 
-PASS = dict(check='increasing', metric='m')
-FAIL = dict(check='decreasing', metric='m')
-UNKNOWN = dict(check='increasing', metric='missing')
+PASS, FAIL, UNKNOWN = INC, DEC, dict(check='increasing', metric='missing')
 
 
-@pytest.mark.parametrize('checks,verdict', [
+@pytest.mark.parametrize('claims,verdict', [
     ((PASS, PASS), 'agree (2 of 2 checks agree, 0 disagree, 0 cannot tell)'),
     ((PASS, FAIL), 'partly (1 of 2 checks agree, 1 disagree, 0 cannot tell)'),
-    ((PASS, PASS, FAIL), 'partly (2 of 3 checks agree, 1 disagree, 0 cannot tell)'),
     ((FAIL, FAIL), 'disagree (0 of 2 checks agree, 2 disagree, 0 cannot tell)'),
     ((PASS, UNKNOWN), 'partly (1 of 2 checks agree, 0 disagree, 1 cannot tell)'),
-    ((PASS, FAIL, UNKNOWN), 'partly (1 of 3 checks agree, 1 disagree, 1 cannot tell)'),
+    ((FAIL, UNKNOWN), 'disagree (0 of 2 checks agree, 1 disagree, 1 cannot tell)'),
     ((UNKNOWN, UNKNOWN), 'cannot tell (0 of 2 checks agree, 0 disagree, 2 cannot tell)'),
 ])
-def test_verdicts_aggregate_word_and_counts(checks, verdict):
-  config = _config({f'c{i}': spec for i, spec in enumerate(checks)})
-  got, lines = sweep.verdicts(config, _means(UP))
-  assert got == verdict
-  assert [line.split('**')[1] for line in lines] == [
-      {id(PASS): 'agrees', id(FAIL): 'disagrees', id(UNKNOWN): 'cannot tell'}[id(s)] for s in checks]
+def test_verdicts_aggregate_word_and_counts(claims, verdict):
+  config = _config({f'c{i}': spec for i, spec in enumerate(claims)})
+  got, lines = sweep.verdicts(config, _rows(config, lambda l: 0.1 * BETAS.index(float(l['beta'])) + _noise(l)))
+  assert got == verdict and len(lines) == len(claims)
+  assert sweep.verdicts(_config(), [])[0] == 'no check declared'
 
 
-def test_verdicts_no_check_agreeing_is_not_partly():
-  got, _ = sweep.verdicts(_config({'a': FAIL, 'b': UNKNOWN}), _means(UP))
-  assert got == 'disagree (0 of 2 checks agree, 1 disagree, 1 cannot tell)'
-
-
-def test_verdicts_without_checks_and_line_order():
-  assert sweep.verdicts(_config(), _means(UP)) == ('no check declared', [])
-  _, lines = sweep.verdicts(_config({'zeta': FAIL, 'alpha': {**PASS, 'description': 'rises'}}), _means(UP))
-  assert lines == ['`alpha` (rises): **agrees**: m at beta=0.01: 0.1, at beta=1: 0.3 (all: 0.01: 0.1, 0.1: 0.2, 1: 0.3)',
-                   '`zeta`: **disagrees**: m at beta=0.01: 0.1, at beta=1: 0.3 (all: 0.01: 0.1, 0.1: 0.2, 1: 0.3)']
-
-
-# --- missing data: seeds, failed points, NaN ----------------------------------------------------------------------
-
-
-def _raw(config, values):
-  """results.csv rows as `point_row` gives them: values[(beta label, seed)] = (status, m)."""
-  rows = []
-  for p in sweep.points(config):
-    status, m = values[(p.labels['beta'], int(p.labels['seed']))]
-    rows.append({**p.labels, 'point': p.name, 'status': status, 'm': m, 'steps': 10})
-  return rows
-
-
-def test_means_are_over_finished_seeds_and_the_check_uses_them():
-  config = _config({'c': INC}, seeds=(0, 1))
-  rows = _raw(config, {
-      ('0.01', 0): ('done', 0.1), ('0.01', 1): ('done', 0.3),
-      ('0.1', 0): ('done', 0.4), ('0.1', 1): ('failed', 0.0),  # a failed run's number must not count
-      ('1', 0): ('done', math.nan), ('1', 1): ('done', 0.6),  # a NaN is no number: the mean is of the others
-  })
-  # NB beta=1 reads "2 of 2 seeds done" while its mean is of one seed (the NaN one is dropped): see the report.
-  means = {r['beta']: r for r in sweep.mean_rows(config, rows)}
-  assert [(r['seeds'], r['seeds_done']) for r in means.values()] == [(2, 2), (2, 1), (2, 2)]
-  assert means['0.01']['m:mean'] == pytest.approx(0.2) and means['0.01']['m:std'] == pytest.approx(0.02 ** 0.5)
-  assert means['0.1']['m:mean'] == 0.4 and means['0.1']['m:std'] is None  # the mean of 1 of 2 seeds
-  assert means['1']['m:mean'] == 0.6 and means['1']['m:std'] is None
-  assert 'steps:mean' not in means['0.01']
-  verdict, lines = sweep.verdicts(config, list(means.values()))
-  assert (verdict, lines) == (AGREE_1, ['`c`: **agrees**: m at beta=0.01: 0.2, at beta=1: 0.6 '
-                                        '(all: 0.01: 0.2, 0.1: 0.4, 1: 0.6)'])
-
-
-def test_a_setting_with_no_finished_seed_has_no_mean_and_is_not_a_point_of_the_check():
-  config = _config({'c': INC}, seeds=(0, 1))
-  rows = _raw(config, {
-      ('0.01', 0): ('done', 0.1), ('0.01', 1): ('done', 0.1),
-      ('0.1', 0): ('failed', 0.9), ('0.1', 1): ('incomplete', None),
-      ('1', 0): ('done', math.nan), ('1', 1): ('done', math.nan),
-  })
-  means = sweep.mean_rows(config, rows)
-  assert [(r['seeds_done'], 'm:mean' in r) for r in means] == [(2, True), (0, False), (2, False)]
-  verdict, lines = sweep.verdicts(config, means)
-  assert (verdict, lines) == (CANNOT_TELL_1, ['`c`: **cannot tell**: m: fewer than two values of beta finished'])
-
-
-@pytest.mark.parametrize('case', ['increasing, largest beta failed', 'increasing, largest beta NaN',
-                                  'le, one beta failed on one side', 'above, one beta failed',
-                                  'interior_min, first beta failed'])
-def test_missing_data_never_agrees(case):
-  if case.startswith('increasing'):
-    verdict, line = _one(INC, _means([0.1, 0.2, None if 'failed' in case else math.nan]))
-  elif case.startswith('le'):
-    verdict, line = _le([0.1, 0.2, 0.3], [0.2, None, 0.4])
-  elif case.startswith('above'):
-    verdict, line = _above([0.5, None, 0.75])
-  else:
-    verdict, line = _one(DIP, _merge(_means([None, 0.3, 0.1, 0.2], betas=(0.001, *BETAS))), betas=(0.001, *BETAS))
-  assert verdict == CANNOT_TELL_1 and '**cannot tell**' in line
-
-
-# --- report.md and CSV --------------------------------------------------------------------------------------------
+# --- report.md, from the points' directories and from a committed CSV ----------------------------------------------
 
 
 def _printed(text):
@@ -542,40 +426,59 @@ def _printed(text):
   prefix = '**Whether our numbers agree:** '
   (i,) = [k for k, line in enumerate(lines) if line.startswith(prefix)]
   assert lines[i].endswith('.') and lines[i + 1] == ''
-  checks = []
+  found = []
   for line in lines[i + 2:]:
-    if not line.startswith('- `'):
+    if not line.startswith('- '):
       break
-    checks.append(line[2:])
-  return lines[i][len(prefix):-1], checks
+    found.append(line[2:])
+  return lines[i][len(prefix):-1], found
 
 
-def test_report_md_prints_the_verdict_of_results_mean_csv(tmp_path):
-  # Points written as a finished sweep leaves them (DONE, summary.json), one failed point with a number.
-  config = _config({'rises': {**dict(check='increasing', metric='test_error_d'), 'description': 'error rises'},
-                    'dips': dict(check='interior_min', metric='test_error_d')}, seeds=(0, 1))
+def test_report_md_prints_the_verdicts_of_its_rows_and_rebuilds_from_its_csv(tmp_path):
+  config = _config({'rises': {**dict(check='increasing', metric='test_error_d'), 'description': 'error rises'}},
+                   seeds=(0, 1, 2))
   config.report.metrics = ()  # no figure: no plotting in this test
-  errors = {('0.01', 0): 0.25, ('0.01', 1): 0.75, ('0.1', 0): 0.125, ('0.1', 1): 0.0625, ('1', 0): 0.875,
-            ('1', 1): 0.5}
   for p in sweep.points(config):
-    point_dir = tmp_path / p.name
-    point_dir.mkdir()
-    (point_dir / 'summary.json').write_text(json.dumps({'test/error_d': errors[(p.labels['beta'],
-                                                                                int(p.labels['seed']))]}))
+    point_dir = tmp_path / 'sweep' / p.name
+    point_dir.mkdir(parents=True)
+    error = 0.1 * (1 + BETAS.index(float(p.labels['beta']))) + 0.001 * int(p.labels['seed'])
+    (point_dir / 'summary.json').write_text(json.dumps({'test/error_d': error, 'wall_time_s': 100.0}))
     if p.labels == {'beta': '0.1', 'seed': '1'}:
       (point_dir / sweep.STATUS_FILE).write_text(json.dumps({'status': 'failed'}))
     else:
       (point_dir / sweep.DONE_FILE).write_text(json.dumps(done_record(p, False)))
-  sweep.write_report(config, str(tmp_path))
-  expected = ('agree (2 of 2 checks agree, 0 disagree, 0 cannot tell)',
-              ['`dips`: **agrees**: test_error_d is lowest at beta=0.1 (all: 0.01: 0.5, 0.1: 0.125, 1: 0.6875)',
-               '`rises` (error rises): **agrees**: test_error_d at beta=0.01: 0.5, at beta=1: 0.6875 '
-               '(all: 0.01: 0.5, 0.1: 0.125, 1: 0.6875)'])
-  assert _printed((tmp_path / sweep.REPORT_FILE).read_text()) == expected
-  # The same verdict from the CSV's text (as --mode=report or a reader gets it).
-  assert sweep.verdicts(config, sweep.read_csv(tmp_path / sweep.MEANS_FILE)) == expected
-  (failed,) = [r for r in sweep.read_csv(tmp_path / sweep.RESULTS_FILE) if r['status'] != 'done']
-  assert failed['point'] == 'beta=0.1,seed=1' and failed['status'] == 'failed'
+  workdir = tmp_path / 'sweep'
+  sweep.write_report(config, str(workdir))
+  printed = _printed((workdir / sweep.REPORT_FILE).read_text())
+  assert printed[0] == AGREE_1 and printed[1][0].startswith('`rises` (error rises): **agrees**: claim test_error_d')
+  assert printed == sweep.verdicts(config, sweep.read_csv(workdir / sweep.RESULTS_FILE))
+  # A committed copy: results.csv and sweep.json only. The same verdict, the same report but its first lines.
+  committed = tmp_path / 'committed'
+  committed.mkdir()
+  shutil.copy(workdir / sweep.RESULTS_FILE, committed / sweep.RESULTS_FILE)
+  sweep.spec.save_sweep(config, str(committed), 'python launch.py ...')
+  sweep.write_report(sweep.load_sweep(str(committed)), str(committed), draw=False)
+  text = (committed / sweep.REPORT_FILE).read_text()
+  assert _printed(text) == printed and 'rebuilt from the committed results.csv and sweep.json' in text
+  assert (committed / sweep.MEANS_FILE).read_text() == (workdir / sweep.MEANS_FILE).read_text()
+
+
+def test_a_committed_csv_of_another_sweep_is_refused(tmp_path):
+  config = _config({'c': INC})
+  rows = _rows(config, lambda l: 0.1)
+  rows[0]['point'] = 'beta=7,seed=0'
+  header = sorted({k for r in rows for k in r})
+  with open(tmp_path / sweep.RESULTS_FILE, 'w') as f:
+    f.write(','.join(header) + '\n' + '\n'.join(','.join(f'"{r.get(k, "")}"' for k in header) for r in rows) + '\n')
+  with pytest.raises(sweep.SweepError, match='no points of the sweep config'):
+    sweep.write_report(config, str(tmp_path), draw=False)
+
+
+@pytest.mark.parametrize('wall,train,expected', [(300.0, 250.0, 300.0), (20.0, 250.0, 270.0), (None, 250.0, 250.0),
+                                                 (30.0, None, 30.0)])
+def test_a_point_s_wall_time_counts_its_training_when_it_was_analysed_again(wall, train, expected):
+  # status.json's time covers training + analysis when run in one go; a re-analysis records only itself.
+  assert sweep_report.point_wall_time({'wall_time_s': wall, 'train_wall_time_s': train}) == expected
 
 
 def _preset(name, variant):
@@ -585,38 +488,50 @@ def _preset(name, variant):
   return module.get_config(variant)
 
 
-COMMITTED = [
-    ('fig2_cluttered', 'fig2_cluttered_cpu', 'partly (1 of 3 checks agree, 1 disagree, 1 cannot tell)',
-     {'every_layer_more_focus': 'disagrees', 'localises_digit': 'agrees', 'more_beta_more_focus': 'cannot tell'}),
-    ('fig3a_mnist', 'fig3a_mnist_cpu', 'partly (2 of 4 checks agree, 0 disagree, 2 cannot tell)',
-     {'information_le_binary': 'agrees', 'information_le_lognormal_constant': 'cannot tell',
-      'information_le_none': 'cannot tell', 'none_overfits_at_the_largest_width': 'agrees'}),
-    ('ip_mnist', 'ip_mnist_cpu', 'agree (1 of 1 checks agree, 0 disagree, 0 cannot tell)',
-     {'clear_of_the_ceiling': 'agrees'}),
-    ('vae_mnist', 'vae_mnist_cpu', 'disagree (0 of 1 checks agree, 1 disagree, 0 cannot tell)',
-     {'gaussian_near_the_iwae_anchor': 'disagrees'}),
-    ('vae_mnist', 'vae_mnist_anchor', 'agree (1 of 1 checks agree, 0 disagree, 0 cannot tell)',
-     {'gaussian_near_the_iwae_anchor': 'agrees'}),
-    ('fig6_info', 'fig6_info_cpu', 'agree (2 of 2 checks agree, 0 disagree, 0 cannot tell)',
-     {'per_unit_falls_with_filters': 'agrees', 'total_about_constant': 'agrees'}),
-    ('fig3b_cifar', 'fig3b_cifar_cpu', 'disagree (0 of 1 checks agree, 1 disagree, 0 cannot tell)',
-     {'information_le_binary': 'disagrees'}),
-    ('fig5_tc', 'fig5_tc_cpu', 'partly (1 of 2 checks agree, 1 disagree, 0 cannot tell)',
-     {'error_dips': 'disagrees', 'tc_decreases': 'agrees'}),
-    ('fig4_occluded', 'fig4_occluded_cpu', 'partly (1 of 2 checks agree, 1 disagree, 0 cannot tell)',
-     {'main_error_falls': 'disagrees', 'nuisance_error_rises': 'agrees'}),
-]
+# The verdicts of the committed reports under these rules (their history: each report's "Verdicts changed" list).
+COMMITTED = {
+    'fig2_cluttered_cpu': ('fig2_cluttered', 'partly (1 of 3 checks agree, 1 disagree, 1 cannot tell)'),
+    'fig3a_mnist_cpu': ('fig3a_mnist', 'cannot tell (0 of 3 checks agree, 0 disagree, 3 cannot tell)'),
+    'fig3b_cifar_cpu': ('fig3b_cifar', 'cannot tell (0 of 1 checks agree, 0 disagree, 1 cannot tell)'),
+    'fig4_occluded_cpu': ('fig4_occluded', 'disagree (0 of 2 checks agree, 1 disagree, 1 cannot tell)'),
+    'fig5_tc_cpu': ('fig5_tc', 'cannot tell (0 of 2 checks agree, 0 disagree, 2 cannot tell)'),
+    'fig6_info_cpu': ('fig6_info', 'cannot tell (0 of 2 checks agree, 0 disagree, 2 cannot tell)'),
+    'ip_mnist_cpu': ('ip_mnist', 'cannot tell (0 of 2 checks agree, 0 disagree, 2 cannot tell)'),
+    'vae_mnist_anchor': ('vae_mnist', 'agree (1 of 1 checks agree, 0 disagree, 0 cannot tell)'),
+    'vae_mnist_cpu': ('vae_mnist', 'cannot tell (0 of 1 checks agree, 0 disagree, 1 cannot tell)'),
+}
 
 
-@pytest.mark.parametrize('preset,report,verdict,words', COMMITTED)
-def test_committed_report_verdicts_follow_from_their_results_mean_csv(preset, report, verdict, words):
-  config = _preset(preset, report.rsplit('_', 1)[1])
-  text = (REPORTS / report / sweep.REPORT_FILE).read_text(encoding='utf-8')
-  assert text.startswith(f'# {config.name}\n')  # the report of this very preset
-  computed = sweep.verdicts(config, sweep.read_csv(REPORTS / report / sweep.MEANS_FILE))
-  assert computed == _printed(text)
-  assert computed[0] == verdict
-  assert {line.split('`')[1]: line.split('**')[1] for line in computed[1]} == words
+def test_every_committed_report_is_listed():
+  assert sorted(p.name for p in REPORTS.iterdir() if p.is_dir()) == sorted(COMMITTED)
+
+
+@pytest.mark.parametrize('report', sorted(COMMITTED))
+def test_committed_report_rebuilds_from_its_csv(report, tmp_path):
+  # The report a reader gets from the committed results.csv and sweep.json is the committed report.md, line for
+  # line but the "Generated" line (its date and directory).
+  copy = tmp_path / report
+  shutil.copytree(REPORTS / report, copy)
+  config = sweep.load_sweep(str(copy))
+  sweep.write_report(config, str(copy), draw=False)
+  committed = (REPORTS / report / sweep.REPORT_FILE).read_text(encoding='utf-8').splitlines()
+  rebuilt = (copy / sweep.REPORT_FILE).read_text(encoding='utf-8').splitlines()
+  assert committed[2].startswith('Generated ') and rebuilt[2].startswith('Generated ')
+  assert committed[:2] + committed[3:] == rebuilt[:2] + rebuilt[3:]
+  assert (copy / sweep.MEANS_FILE).read_text() == (REPORTS / report / sweep.MEANS_FILE).read_text()
+  assert _printed('\n'.join(committed))[0] == COMMITTED[report][1]
+
+
+@pytest.mark.parametrize('report', sorted(COMMITTED))
+def test_committed_sweep_json_holds_the_preset_that_ran(report):
+  # The points and their commands from sweep.json are those of today's preset variant (the report's commands).
+  name, _ = COMMITTED[report]
+  saved = sweep.load_sweep(str(REPORTS / report))
+  preset = _preset(name, report.rsplit('_', 1)[1])
+  assert [p.name for p in sweep.points(saved)] == [p.name for p in sweep.points(preset)]
+  assert saved.overrides == preset.overrides and saved.base == preset.base
+  assert saved.expect.to_dict() == preset.expect.to_dict()
+  assert saved.preconditions.to_dict() == preset.preconditions.to_dict()
 
 
 def _assert_whole_images(row, column, images):
@@ -625,15 +540,21 @@ def _assert_whole_images(row, column, images):
 
 
 def test_committed_fig3a_numbers():
-  # Known answers of the committed fig3a: information dropout below binary at every width by more than the seeds'
-  # spread; the overfitting check reads the no-noise net at w = 512, which fits every training image.
-  _, lines = sweep.verdicts(_preset('fig3a_mnist', 'cpu'),
-                            sweep.read_csv(REPORTS / 'fig3a_mnist_cpu' / sweep.MEANS_FILE))
-  assert lines[0].endswith('**agrees**: test_error_d of information ≤ binary at 4/4 (width=64: 0.032 vs 0.181; '
-                           'width=128: 0.01993 vs 0.04137; width=256: 0.01607 vs 0.02263; '
-                           'width=512: 0.0141 vs 0.01563); '
-                           "every difference is larger than the seeds' spread")
-  assert lines[3].endswith('(width=512: 0.01507 vs 2 × 0)')
+  # Known answers of the committed fig3a, computed here from its rows with scipy: information against binary at
+  # width 128 (Welch), and the no-noise w = 512 net's gap (it fits every training image: the gap is its test error).
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  rows = sweep.read_csv(REPORTS / 'fig3a_mnist_cpu' / sweep.RESULTS_FILE)
+  errors = lambda d, w: [float(r['test_error_d']) for r in rows if (r['dropout'], r['width']) == (d, w)]
+  info, binary = errors('information', '128'), errors('binary', '128')
+  welch = stats.ttest_ind(info, binary, equal_var=False)
+  se = (np.mean(info) - np.mean(binary)) / welch.statistic
+  low = np.mean(info) - np.mean(binary) - stats.t.ppf(1 - 0.05 / 8, welch.df) * se
+  _, lines = sweep.verdicts(_preset('fig3a_mnist', 'cpu'), rows)
+  (line,) = [l for l in lines if l.startswith('`information_le_binary`')]
+  assert f'width=128: {np.mean(info) - np.mean(binary):.4g} [{low:.4g}, ' in line
+  assert f'Welch t, df {welch.df:.3g}, n = 3 vs 3' in line
+  (pre,) = [l for l in lines if l.startswith('precondition `none_overfits`')]
+  assert '**agrees**' in pre and f'width=512: {np.mean(errors("none", "512")):.4g} [' in pre
   rows = sweep.read_csv(REPORTS / 'fig3a_mnist_cpu' / sweep.RESULTS_FILE)
   assert len(rows) == 60 and {r['status'] for r in rows} == {'done'}
   for row in rows:
@@ -705,9 +626,9 @@ def test_the_same_run_in_two_committed_sweeps_gives_the_same_numbers():
         float(row['test_error_d']) - float(row['train_error_d']), abs=1e-12)
 
 
-@pytest.mark.parametrize('preset,report', [c[:2] for c in COMMITTED])
-def test_committed_results_mean_is_the_mean_of_results_csv(preset, report):
-  config = _preset(preset, report.rsplit('_', 1)[1])
+@pytest.mark.parametrize('report', sorted(COMMITTED))
+def test_committed_results_mean_is_the_mean_of_results_csv(report):
+  config = _preset(COMMITTED[report][0], report.rsplit('_', 1)[1])
   rows = sweep.read_csv(REPORTS / report / sweep.RESULTS_FILE)
   committed = sweep.read_csv(REPORTS / report / sweep.MEANS_FILE)
   recomputed = sweep.mean_rows(config, rows)

@@ -11,8 +11,11 @@ Variants:
           H100 (estimated from cifar_info's 309 s for 200 epochs), under 1.5 h on one H100.
   :cpu    beta 0.1/1/10 × seeds 0,1 = 6 points, 5 epochs of the whole 50 000-image JPEG-proxy training split
           (lr ×0.1 at 4): 433–520 s per point on a 2-core CPU (train + analysis), 46 min in all (2026-12-02).
-          Result (reports/fig5_tc_cpu): TC per dimension falls 1.04 → 0.42 → 0.11 nats (agrees); test error (D)
-          rises 31.5 → 37.6 → 62 % with no dip (disagrees: at 5 epochs nothing overfits, so no beta can help).
+          Result (reports/fig5_tc_cpu): cannot tell. The TC of the noisy log z falls 1.04 → 0.42 → 0.11 nats per
+          dimension, but noise lowers TC by itself and 0.086 is the floor of independent features at this (d, n);
+          these runs predate the noise-off TC and its floor (a re-run of --mode=analyze on their checkpoints gives
+          them). The test error only rises (31.5 → 37.6 → 62 %), and the runs recorded no training error, so the
+          precondition that the smallest beta overfits is not measured.
   :smoke  beta 0.1/10, 1 epoch of 512 proxy images, 10 % filters.
 """
 from __future__ import annotations
@@ -44,12 +47,22 @@ def get_config(config_string: str | None = None):
   config.claim = ('Increasing beta, the test error first decreases (less overfitting) and the representation becomes '
                   'increasingly disentangled (lower total correlation); too large a beta lets too little '
                   'information through and the error rises sharply (paper Fig. 5).')
-  config.expect.tc_decreases = dict(check='decreasing', metric='tc_per_dim_nats', along='beta',
-                                    description='TC per dimension at the largest beta < at the smallest')
+  config.expect.tc_decreases = dict(
+      check='decreasing', metric='tc_excess_per_dim_nats', along='beta',
+      description=('total correlation per dimension of the noise-off log f(x), above the independence floor of its '
+                   '(d, n), at the largest beta < at the smallest'))
   config.expect.error_dips = dict(check='interior_min', metric='test_error_d', along='beta',
                                   description='the lowest test error (D) is at an intermediate beta')
+  smallest_beta = f'beta={sweep.label_of(config.axes.beta["values"][0])}'
+  config.preconditions.smallest_beta_overfits = sweep.baseline_overfits(smallest_beta, gates=('error_dips',))
+  config.preconditions.tc_above_the_floor = dict(
+      check='above', metric='tc_clean_per_dim_nats', reference='tc_floor_per_dim_nats', where=smallest_beta,
+      gates=('tc_decreases',),
+      description='at the smallest beta the total correlation of log f(x) is above its independence floor',
+      why='a total correlation already at the floor of independent features cannot fall with beta')
   config.report.x = 'beta'
   config.report.x_label = 'β (log scale)'
+  config.report.setup = {'cpu': 'CIFAR-10 proxy, All-CNN-32 softplus, 25 % filters, β 0.1, 1, 10 × 2 seeds, 5 epochs'}.get(variant, '')
   config.report.caption = 'All-CNN-32 with softplus units (25 % filters), information dropout; total correlation of the last noisy layer'
   config.report.xscale = 'log'
   config.report.metrics = ('test_error_d', 'test_error_n', 'tc_per_dim_nats')

@@ -212,14 +212,8 @@ def _nan_to_none(value: float) -> float | None:
 
 # --- several seeds per method (a sweep's report) -------------------------------------------------------------------
 
-# Compression, decided per method and layer over its seeds: the peak capture is chosen on the *test* examples'
-# mean curve (leaving out the first capture, the untrained net), so that the estimator's noise on the training
-# examples, where the fall is measured, does not pick its own maximum; each seed's fall is the mean of the training
-# captures within COMPRESSION_WINDOW of that peak minus the mean of its last COMPRESSION_WINDOW captures (neither
-# window includes the first capture); the fall counts when it is positive by a one-sided t-test over the seeds at
-# COMPRESSION_ALPHA (about 2 % false positives on flat curves with independent noise, 3 seeds of 51 captures).
-COMPRESSION_WINDOW = 3
-COMPRESSION_ALPHA = 0.025
+# Whether I(X;Z) falls (compression) is not decided here: a sweep config names the epoch windows before the curves are
+# seen and its `window_fall` claims test them (infodrop_jax.sweep.checks). These summaries only describe the curves.
 
 
 def _seed_arrays(seed_records: Sequence[Sequence[Mapping[str, Any]]], split: str,
@@ -253,19 +247,25 @@ def _all_nan_quiet():
     yield
 
 
-def _t_quantile(dof: int, alpha: float = COMPRESSION_ALPHA) -> float:
-  from scipy import stats  # pylint: disable=g-import-not-at-top  (scipy comes with JAX)
-  return float(stats.t.ppf(1.0 - alpha, dof))
+def curve_summary(epochs: np.ndarray, ixz: np.ndarray, log_m: float) -> dict[str, Any]:
+  """The descriptive numbers of one layer's I(X;Z) curves (seeds × captures, nats): the mean curve's first value,
+  its highest after the first capture (the untrained net) and its last, the seeds' std at the end, the largest
+  single estimate and its distance to log M."""
+  with _all_nan_quiet():
+    mean = np.nanmean(ixz, axis=0)
+    peak = 1 + int(np.nanargmax(mean[1:])) if epochs.size > 1 and np.isfinite(mean[1:]).any() else 0
+    return {'captures': int(epochs.size), 'first_epoch': float(epochs[0]), 'last_epoch': float(epochs[-1]),
+            'first_ixz': _nan_to_none(float(mean[0])), 'peak_ixz': _nan_to_none(float(mean[peak])),
+            'peak_epoch': float(epochs[peak]), 'final_ixz': _nan_to_none(float(mean[-1])),
+            'final_ixz_std': _nan_to_none(float(_std(ixz[:, -1:], axis=0)[0])),
+            'max_ixz': float(np.nanmax(ixz)), 'headroom': log_m - float(np.nanmax(ixz))}
 
 
 def summarize_seed_planes(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
                           split: str = 'train') -> dict[str, Any]:
-  """Per method and noisy layer, over the seeds' captures on `split` (nats): the first, peak and final values of the
-  mean curve, each seed's fall from the peak to the end (see the comment at `COMPRESSION_WINDOW`) as mean ± std
-  with its t statistic, the largest single estimate and its distance to log M, and whether the fall counts as
-  compression. `runs` maps a method to the records of each of its seeds. Non-finite numbers come out as None."""
-  out: dict[str, Any] = {'split': split, 'window': COMPRESSION_WINDOW, 'alpha': COMPRESSION_ALPHA, 'methods': {}}
-  chooser = 'test' if split == 'train' else 'train'
+  """Per method and noisy layer, over the seeds' captures on `split` (nats): `curve_summary` and the final I(Z;Y)
+  both ways. `runs` maps a method to the records of each of its seeds. Non-finite numbers come out as None."""
+  out: dict[str, Any] = {'split': split, 'methods': {}}
   for method, seed_records in runs.items():
     seed_records = [r for r in seed_records if r]
     if not seed_records:
@@ -275,83 +275,34 @@ def summarize_seed_planes(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]
     layers = {}
     for layer in _layer_names_of_runs(seed_records, split):
       epochs, fields = _seed_arrays(seed_records, split, layer)
-      ixz = fields['ixz']
-      if not epochs.size or not np.isfinite(ixz).any():
+      if not epochs.size or not np.isfinite(fields['ixz']).any():
         continue
       with _all_nan_quiet():
-        mean = np.nanmean(ixz, axis=0)
-        choose = np.nanmean(_seed_arrays(seed_records, chooser, layer)[1]['ixz'], axis=0)
-      if not np.isfinite(choose[1:]).any():  # no capture on the other split: choose on this one
-        choose, chooser_used = mean, split
-      else:
-        chooser_used = chooser
-      peak = 1 + int(np.nanargmax(choose[1:])) if epochs.size > 1 else 0
-      w = COMPRESSION_WINDOW
-      lo, hi = max(1, peak - w // 2), min(epochs.size, peak - w // 2 + w)
-      with _all_nan_quiet():
-        falls = np.nanmean(ixz[:, lo:hi], axis=1) - np.nanmean(ixz[:, max(1, epochs.size - w):], axis=1)
-      finite = falls[np.isfinite(falls)]
-      n = len(finite)
-      fall = float(finite.mean()) if n else float('nan')
-      fall_std = float(finite.std(ddof=1)) if n > 1 else float('nan')
-      t_stat = fall / (fall_std / np.sqrt(n)) if n > 1 and fall_std > 0 else float('nan')
-      t_needed = _t_quantile(n - 1) if n > 1 else float('nan')
-      with _all_nan_quiet():
-        final_std = float(_std(ixz[:, -1:], axis=0)[0])
         final_izy = float(np.nanmean(fields['izy'][:, -1]))
         final_izy_ce = float(np.nanmean(fields['izy_ce_n'][:, -1]))
-      layers[layer] = {
-          'seeds': len(seed_records), 'seeds_with_fall': n, 'captures': int(epochs.size),
-          'first_epoch': float(epochs[0]), 'last_epoch': float(epochs[-1]),
-          'first_ixz': _nan_to_none(float(mean[0])), 'peak_ixz': _nan_to_none(float(mean[peak])),
-          'peak_epoch': float(epochs[peak]), 'peak_chosen_on': chooser_used,
-          'final_ixz': _nan_to_none(float(mean[-1])),
-          'final_ixz_std': _nan_to_none(final_std),
-          'compression': _nan_to_none(fall), 'compression_std': _nan_to_none(fall_std),
-          't': _nan_to_none(t_stat), 't_needed': _nan_to_none(t_needed),
-          'max_ixz': float(np.nanmax(ixz)), 'headroom': log_m - float(np.nanmax(ixz)),
-          'final_izy': _nan_to_none(final_izy), 'final_izy_ce_n': _nan_to_none(final_izy_ce),
-          'compresses': None if n < 2 else bool(fall > 0 and (fall_std == 0 or t_stat > t_needed)),
-      }
+      layers[layer] = {'seeds': len(seed_records), **curve_summary(epochs, fields['ixz'], log_m),
+                       'final_izy': _nan_to_none(final_izy), 'final_izy_ce_n': _nan_to_none(final_izy_ce)}
     out['methods'][method] = layers
   return out
 
 
 def describe_seed_planes(summary: Mapping[str, Any]) -> list[str]:
-  """One sentence per method and layer of `summarize_seed_planes`, with its numbers."""
+  """One sentence per method and layer of `summarize_seed_planes`, with its numbers (no verdict: the claims decide)."""
   lines = []
   log_m = summary.get('log_m')
-  w = summary.get('window', COMPRESSION_WINDOW)
   for method, layers in summary.get('methods', {}).items():
     for layer, s in layers.items():
-      fall = s['compression']
-      if s['compresses'] is None:
-        verdict = (f'{s["seeds_with_fall"]} seed(s) with a finite fall: **cannot tell**')
-      elif s['compresses']:
-        verdict = (f'**compression**: the fall is positive beyond the seeds\' spread (t = {s["t"]:.1f} > '
-                   f'{s["t_needed"]:.1f}, one-sided, {s["seeds_with_fall"]} seeds)' if s['t'] is not None else
-                   '**compression**: every seed falls by the same amount')
-      elif fall is not None and fall <= 0:
-        verdict = '**no compression**: I(X;Z) does not fall after its peak'
-      else:
-        verdict = (f'**no compression we can tell apart from the seeds\' spread** (t = {s["t"]:.1f}, needed '
-                   f'{s["t_needed"]:.1f}, one-sided, {s["seeds_with_fall"]} seeds)' if s['t'] is not None else
-                   '**cannot tell**')
-      pm = f' ± {s["compression_std"]:.2f}' if s['compression_std'] is not None else ''
-      fall_text = f'{fall:.2f}{pm} nats' if fall is not None else 'not finite'
-      numbers = (f'mean I(X;Z) {s["first_ixz"]:.2f} nats at epoch {s["first_epoch"]:g}, '
-                 f'{s["peak_ixz"]:.2f} at its peak (epoch {s["peak_epoch"]:g}, chosen on the '
-                 f'{s["peak_chosen_on"]} examples\' curve), {s["final_ixz"]:.2f}'
+      numbers = (f'mean I(X;Z) {s["first_ixz"]:.2f} nats at epoch {s["first_epoch"]:g}, highest '
+                 f'{s["peak_ixz"]:.2f} (epoch {s["peak_epoch"]:g}), {s["final_ixz"]:.2f}'
                  + (f' ± {s["final_ixz_std"]:.2f}' if s['final_ixz_std'] is not None else '')
-                 + f' at the end') if None not in (s['first_ixz'], s['peak_ixz'], s['final_ixz']) else (
+                 + ' at the end') if None not in (s['first_ixz'], s['peak_ixz'], s['final_ixz']) else (
                      'mean I(X;Z) not finite at some captures')
       lines.append(
           f'{method}, `{layer}` ({s["seeds"]} seeds, {s["captures"]} captures to epoch {s["last_epoch"]:g}): '
-          f'{numbers}. The fall from the {w} captures around the peak to the last {w}, per seed: {fall_text}; '
-          f'{verdict}. Largest single estimate {s["max_ixz"]:.2f} nats'
+          f'{numbers}. Largest single estimate {s["max_ixz"]:.2f} nats'
           + (f', {s["headroom"]:.2f} below log M = {log_m:.3f}' if log_m is not None else '')
           + (f'; final I(Z;Y) {s["final_izy"]:.3f} (mixture), {s["final_izy_ce_n"]:.3f} (H(Y) − CE, noise on).'
-             if s['final_izy'] is not None and s['final_izy_ce_n'] is not None else '.'))
+             if s.get('final_izy') is not None and s.get('final_izy_ce_n') is not None else '.'))
   return lines
 
 

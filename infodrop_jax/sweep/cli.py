@@ -10,7 +10,7 @@ from typing import Any
 import ml_collections
 
 from infodrop_jax import ownership
-from infodrop_jax.sweep import slurm
+from infodrop_jax.sweep import checks, slurm
 from infodrop_jax.sweep.commands import shell_line
 from infodrop_jax.sweep.files import MEANS_FILE, RESULTS_FILE
 from infodrop_jax.sweep.report import write_report
@@ -43,6 +43,7 @@ def main(mode: str, config: ml_collections.ConfigDict | None, workdir: str, *, c
     if 'axes' not in config or 'base' not in config:
       raise SweepError(f'--mode={mode} needs a sweep config (configs/sweeps/*.py, with base and axes); '
                        f'{config_file or "--config"} is an experiment config.')
+    checks.validate(config)  # a claim no kind can decide fails here, not after the sweep has run
     if mode == 'sweep_commands':
       slurm.check(config)
       chosen = select(config, points(config))

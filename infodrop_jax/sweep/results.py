@@ -67,6 +67,11 @@ def point_row(config: ml_collections.ConfigDict, point: Point, point_dir: str) -
     if tc:
       row['tc_nats'] = tc.get('tc_nats')
       row['tc_per_dim_nats'] = tc.get('tc_per_dim_nats')
+    clean = analysis.get('total_correlation_clean') or {}
+    if clean:
+      row['tc_clean_per_dim_nats'] = clean.get('tc_per_dim_nats')
+      row['tc_floor_per_dim_nats'] = clean.get('floor_per_dim_nats')
+      row['tc_excess_per_dim_nats'] = clean.get('excess_per_dim_nats')
     localization = analysis.get('localization') or {}
     for layer, value in (localization.get('mass_in_box') or {}).items():
       row[f'mass_in_box:{layer}'] = value
@@ -77,6 +82,10 @@ def point_row(config: ml_collections.ConfigDict, point: Point, point_dir: str) -
     for key, column in _VAE_ANALYSIS_COLUMNS:
       if key in analysis:
         row[column] = analysis[key]
+    # The IW bound's change from each k to the next (`iw_k_step:1-10` ...), paired over the same images.
+    for step in (analysis.get('iw_k_sweep') or {}).get('steps') or ():
+      name = f'{step["from_k"]}-{step["to_k"]}'
+      row[f'iw_k_step:{name}'], row[f'iw_k_step_stderr:{name}'] = step.get('change'), step.get('stderr')
     row.update(_plane_columns(analysis.get('information_plane') or {}))
     nuisance = analysis.get('nuisance') or {}
     if nuisance:
@@ -101,6 +110,11 @@ def _plane_columns(plane: dict[str, Any]) -> dict[str, Any]:
     peaks = [p for p in peaks if p is not None]
     if log_m is not None and peaks:
       out[f'ixz_headroom:{layer}'] = log_m - max(peaks)
+  # The final checkpoint's I(X;Z) on M and on 2M other training examples (`CaptureHook.m_stability`).
+  for layer, s in sorted((plane.get('m_stability') or {}).items()):
+    if isinstance(s, dict):
+      for field in ('ixz', 'ixz_stderr', 'ixz_2m', 'ixz_2m_stderr'):
+        out[f'{field.replace("ixz", "ixz_m", 1) if field in ("ixz", "ixz_stderr") else field}:{layer}'] = s.get(field)
   return out
 
 
@@ -162,10 +176,15 @@ def write_results(config: ml_collections.ConfigDict, workdir: str) -> tuple[list
   rows = [point_row(config, p, os.path.join(workdir, p.name)) for p in all_points]
   axis_names = [a[0] for a in axes_of(config)]
   _write_csv(os.path.join(workdir, RESULTS_FILE), rows, _columns(rows, [*axis_names, 'point', 'status']))
+  return rows, write_means(config, rows, workdir)
+
+
+def write_means(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], workdir: str) -> list[dict[str, Any]]:
+  """W/results_mean.csv of `rows` (results.csv's rows); returns its rows."""
   means = mean_rows(config, rows)
-  mean_first = [n for n in axis_names if n != SEED_AXIS] + ['seeds', 'seeds_done']
+  mean_first = [a[0] for a in axes_of(config) if a[0] != SEED_AXIS] + ['seeds', 'seeds_done']
   _write_csv(os.path.join(workdir, MEANS_FILE), means, _columns(means, mean_first))
-  return rows, means
+  return means
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -21,15 +21,20 @@ A sweep is an ml_collections config (configs/sweeps/*.py; `new_config` and `axis
     array job script, one task per point, and the submit line that chains the report job after it); slurm: its
     resources (time, cpus_per_task, gpus_per_task, mem, partition, account, extra sbatch options).
   claim: the paper's claim in one sentence; expect: the checks that decide whether our numbers agree with it
-    (check name -> ConfigDict(check=..., metric=..., ...); see `report.CHECKS`).
+    (check name -> ConfigDict(check=..., metric=..., ...)); preconditions: the checks that make the setup able to
+    test it (the same, with `why`, and optionally `gates` and `optional`); the kinds and their fields:
+    `infodrop_jax.sweep.checks` (`checks.docs()`).
   report: what the report plots: x (an axis name), series (an axis name or ''), metrics (result columns, one panel
     each; 'info_layer:*' stands for every column with that prefix), xscale ('linear' | 'log'), heatmaps (a grid of
     each point's analysis/heatmaps.npz: rows = values of x, columns = layers, the same test images), x_label (the
-    x axis as a reader reads it) and caption (a line under the figure's title, e.g. the runs' β);
+    x axis as a reader reads it), caption (a line under the figure's title, e.g. the runs' β) and setup (a few
+    words for the table of claims, `sweep.overview`);
     information_plane (the points' captured information planes overlaid per value of x, mean ± std over seeds at
     each capture) and rate_distortion (a VAE sweep's test rate against distortion, one line per value of series).
 
-`--mode=sweep` saves the config in W/sweep.json (`save_sweep`), so that `--mode=report` can rebuild it (`load_sweep`).
+`--mode=sweep` saves the config in W/sweep.json (`save_sweep`), so that `--mode=report` can rebuild it (`load_sweep`);
+a committed report (reports/*) keeps its sweep.json beside its results.csv, and `--mode=report` rebuilds it from
+those two.
 """
 from __future__ import annotations
 
@@ -78,12 +83,17 @@ def new_config(name: str, base: str, variant: str = '') -> ml_collections.Config
   config.slurm = ml_collections.ConfigDict(dict(time='24:00:00', cpus_per_task=8, gpus_per_task=1, mem='',
                                                 partition='', account='', extra=()))
   config.claim = ''
+  # The paper's claims (`expect`) and what makes this setup able to test them (`preconditions`): name -> a check
+  # spec (infodrop_jax.sweep.checks: the kinds, their fields and how they decide).
   config.expect = ml_collections.ConfigDict()
+  config.preconditions = ml_collections.ConfigDict()
   # x_label: the x axis as a reader should read it (default: the axis name); caption: a line under the figure's
-  # title with what a reader needs and the axes do not say (e.g. the β of the runs).
+  # title with what a reader needs and the axes do not say (e.g. the β of the runs); setup: the setup in a few
+  # words for the table of claims (`sweep.overview`; default: the caption).
   config.report = ml_collections.ConfigDict(dict(x='', series='', metrics=('test_error_d', 'test_error_n'),
                                                  xscale='linear', heatmaps=False, heatmap_images=3, x_label='',
-                                                 caption='', information_plane=False, rate_distortion=False))
+                                                 caption='', setup='', information_plane=False,
+                                                 rate_distortion=False))
   return config
 
 
@@ -277,7 +287,8 @@ def save_sweep(config: ml_collections.ConfigDict, workdir: str, command: str) ->
   previous = read_json(path) or {}
   commands = [c for c in previous.get('commands', []) if c != command] + [command]
   # The axes' order names the points (the first axis first); the file's keys are sorted, so it is kept apart.
-  write_json(path, {'config': json.loads(config.to_json_best_effort()), 'commands': commands,
+  # Other keys (the machines a report recorded, notes on changed verdicts) stay.
+  write_json(path, {**previous, 'config': json.loads(config.to_json_best_effort()), 'commands': commands,
                     'axis_order': list(json.loads(config.axes.to_json_best_effort()))})
 
 
