@@ -176,7 +176,7 @@ def _torch_classes():
   from infodrop_jax import kl as kl_lib  # pylint: disable=g-import-not-at-top
   from infodrop_jax import models  # pylint: disable=g-import-not-at-top
   nn, F = torch.nn, torch.nn.functional
-  bn_epsilon = models._ORIGINAL_BN['epsilon']  # pylint: disable=protected-access
+  bn_epsilon = models.ORIGINAL_BN['epsilon']
   floor = kl_lib.ALPHA_FLOOR
 
   def batch_norm(features, spec):

@@ -12,6 +12,9 @@ but uses the constant 0.8359 in its loss: a mismatch we do not copy. 0.8359 sati
 `clip_factor=PAPER_CLIP_FACTOR` to reproduce the paper's rate values exactly.)
 """
 
+import math
+import warnings
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -45,6 +48,31 @@ def default_clip_factor(d_max: int, f_bound: float = 1.0) -> float:
     else:
       hi = mid
   return lo
+
+
+# Below this clip factor every unit's rate is at least −log r > 2.3 nats and S ≤ r makes the echo noise a small
+# fraction of the signal: a batch (and d_max) too small for echo noise to mean anything.
+NEGLIGIBLE_CLIP_FACTOR = 0.1
+
+
+class EchoNoiseNegligibleWarning(UserWarning):
+  """The default clip factor of a small d_max is so small that the echo noise is negligible."""
+
+
+def resolve_clip_factor(d_max: int, clip_factor: float | None, owner: str = 'echo') -> float:
+  """The clip factor r a sampler and its rate share: `clip_factor`, or `default_clip_factor(d_max)`, with a warning
+  where that default makes the noise negligible (r = 1.2e-7 at d_max = 1: every unit carries at least 15.9 nats)."""
+  if clip_factor is not None:
+    if not 0.0 < clip_factor < 1.0:
+      raise ValueError(f'{owner}: clip_factor must be in (0, 1), got {clip_factor!r}.')
+    return clip_factor
+  r = default_clip_factor(d_max)
+  if r < NEGLIGIBLE_CLIP_FACTOR:
+    warnings.warn(
+        f'{owner}: d_max={d_max} gives the default clip factor r = {r:.3g}: S ≤ r makes the echo noise negligible '
+        f'and every unit carries at least −log r = {-math.log(r):.3g} nats. Use a batch and d_max of tens or more '
+        f'(the paper: 100).', EchoNoiseNegligibleWarning, stacklevel=3)
+  return r
 
 
 def max_d_max(batch_size: int) -> int:
@@ -101,7 +129,7 @@ def echo_sample(key: Array, f: Array, log_s: Array, d_max: int = DEFAULT_D_MAX, 
     raise ValueError(f'echo_sample: log_s shape {log_s.shape} must equal f shape {f.shape}.')
   batch_size = f.shape[0]
   _check_echo_args(batch_size, d_max, replace)
-  clip_factor = default_clip_factor(d_max) if clip_factor is None else clip_factor
+  clip_factor = resolve_clip_factor(d_max, clip_factor, 'echo_sample')
   idx = _other_indices(key, batch_size, d_max, replace)
   f32 = f.astype(jnp.float32).reshape(batch_size, -1)
   log_scale_flat = log_scale(log_s, clip_factor).reshape(batch_size, -1)
@@ -122,9 +150,18 @@ def echo_rate_map(log_s: Array, clip_factor: float) -> Array:
   return -log_scale(log_s, clip_factor)
 
 
-def echo_mutual_information(log_s: Array, d_max: int = DEFAULT_D_MAX, clip_factor: float | None = None) -> Array:
-  """Exact I(X;Z) in nats for each example: −Σ_d log S_d(x), shape (batch,). Its batch mean estimates I(X;Z)."""
-  clip_factor = default_clip_factor(d_max) if clip_factor is None else clip_factor
+def echo_mutual_information(log_s: Array, d_max: int | None = None, clip_factor: float | None = None) -> Array:
+  """Exact I(X;Z) in nats for each example: −Σ_d log S_d(x), shape (batch,). Its batch mean estimates I(X;Z).
+
+  Pass the d_max the noise was sampled with (or its clip_factor): r, and with it −log r in every unit, depends on
+  it, so a default here could silently disagree with the sampler (`EchoNoise.mutual_information` uses the layer's
+  own; the layer's sown rate, read by `kl.total_kl`, does too).
+  """
+  if d_max is None and clip_factor is None:
+    raise ValueError('echo_mutual_information: pass the d_max the echo noise was sampled with (or its clip_factor): '
+                     f'the rate depends on it (d_max = 7: r = {default_clip_factor(7):.3g}; the default 99: r = '
+                     f'{default_clip_factor(DEFAULT_D_MAX):.4g}), or use EchoNoise(...).mutual_information(log_s).')
+  clip_factor = resolve_clip_factor(d_max or DEFAULT_D_MAX, clip_factor, 'echo_mutual_information')
   rate = echo_rate_map(log_s, clip_factor)
   return jnp.sum(rate.reshape(rate.shape[0], -1), axis=1)
 
@@ -149,13 +186,16 @@ class EchoNoise(layers.NoiseModule):
   def __post_init__(self):
     if self.d_max < 1:
       raise ValueError(f'EchoNoise: d_max must be a positive number of echo terms, got {self.d_max!r}.')
-    if self.clip_factor is not None and not 0.0 < self.clip_factor < 1.0:
-      raise ValueError(f'EchoNoise: clip_factor must be in (0, 1), got {self.clip_factor!r}.')
+    resolve_clip_factor(self.d_max, self.clip_factor, 'EchoNoise')  # its errors and its warning, at construction
     super().__post_init__()
 
   @property
   def resolved_clip_factor(self) -> float:
     return default_clip_factor(self.d_max) if self.clip_factor is None else self.clip_factor
+
+  def mutual_information(self, log_s: Array) -> Array:
+    """This layer's exact I(X;Z) per example, with its own d_max and clip factor (`echo_mutual_information`)."""
+    return echo_mutual_information(log_s, self.d_max, self.resolved_clip_factor)
 
   @nn.compact
   def __call__(self, f: Array, log_s: Array, deterministic: bool | None = None) -> Array:
@@ -163,7 +203,9 @@ class EchoNoise(layers.NoiseModule):
       raise ValueError(f'EchoNoise: log_s shape {log_s.shape} must equal f shape {f.shape}.')
     clip_factor = self.resolved_clip_factor
     self._sow_kl(echo_rate_map(log_s, clip_factor), deterministic)
+    if self.is_initializing():  # Nothing is sampled (nor a key needed), so any batch size works.
+      return f
     key = self._noise_key(deterministic)
-    if key is None or self.is_initializing():  # Nothing is sampled, so any batch size works.
+    if key is None:
       return f
     return echo_sample(key, f, log_s, self.d_max, clip_factor, self.replace)

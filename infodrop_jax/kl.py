@@ -14,6 +14,10 @@ Nothing in a map says which axis is the batch, so:
 Maps whose sizes along the batch axis disagree, or maps with no axis besides the batch, raise ValueError.
 An empty collection gives 0: right for a model without KL layers, but also what forgetting `mutable=['kl']` in
 `apply` gives; pass `allow_empty=False` where the model has noise layers to make that an error.
+
+Every helper also takes an NNX module (`infodrop_jax.nnx_layers` / `nnx_models`) in place of the collection: its
+layers' `KL` variables hold each layer's mean_batch(Σ_units KL) of the last call, which `total_kl` and
+`kl_per_layer` read; the per-example helpers need the layers' maps (`keep_kl_map=True`).
 """
 
 from collections.abc import Mapping
@@ -68,6 +72,38 @@ def variational_dropout_kl(log_alpha: jax.Array) -> jax.Array:
   return neg_kl_at_one - neg_kl
 
 
+def _is_nnx_module(value: Any) -> bool:
+  # No import of Flax here: a module can only have been built with it loaded.
+  return any(c.__module__.startswith('flax.nnx') and c.__name__ == 'Module' for c in type(value).__mro__)
+
+
+def _nnx_terms(model: Any, marker: str) -> dict[str, Any]:
+  """{layer path: value} of the NNX variables whose type has `marker` ('kl_term' or 'kl_map')."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top  (only reached with an NNX module, Flax loaded)
+  terms = {}
+  for path, node in nnx.iter_graph(model):
+    if isinstance(node, nnx.Variable) and getattr(type(node), marker, False):
+      terms['/'.join(str(p) for p in path[:-1])] = node.get_value()
+  return terms
+
+
+def _nnx_maps(model: Any, caller: str) -> dict[str, list[jax.Array]]:
+  maps = _nnx_terms(model, 'kl_map')
+  if not maps or any(jnp.shape(m) == (0,) for m in maps.values()):
+    raise ValueError(f'{caller}: this NNX model keeps only each layer\'s KL summed over units and averaged over the '
+                     'batch (what total_kl and kl_per_layer read); build its layers with keep_kl_map=True, and call it '
+                     'once, for the per-unit maps.')
+  return {name: [m] for name, m in maps.items()}
+
+
+def _check_collection(kl_collection: Any, caller: str) -> None:
+  if isinstance(kl_collection, Mapping) and (set(kl_collection) & {KL_COLLECTION, 'params', 'batch_stats'}):
+    raise ValueError(
+        f'{caller}: got the whole variables dict (collections {sorted(kl_collection)}); pass its '
+        f"'{KL_COLLECTION}' entry: `_, state = model.apply(..., mutable=True); {caller}(state['{KL_COLLECTION}'], "
+        '...)`.')
+
+
 def _path_name(path: tuple[Any, ...]) -> str:
   """'block1/noise' from a tree path like (DictKey('block1'), DictKey('noise'), DictKey('kl_map'), SequenceKey(0))."""
   parts = []
@@ -82,6 +118,9 @@ def _kl_maps(kl_collection: Mapping[str, Any] | None, batch_axis: int, allow_emp
              ) -> dict[str, list[jax.Array]]:
   """Groups the sown KL maps by layer path (a layer applied several times contributes several maps), after checking
   that they share one batch size along `batch_axis`."""
+  if _is_nnx_module(kl_collection):
+    return _nnx_maps(kl_collection, caller)
+  _check_collection(kl_collection, caller)
   grouped: dict[str, list[jax.Array]] = {}
   if kl_collection:
     for path, leaf in jax.tree_util.tree_flatten_with_path(kl_collection)[0]:
@@ -140,7 +179,17 @@ def kl_maps_by_layer(kl_collection: Mapping[str, Any] | None, *, batch_axis: int
 def kl_per_layer(kl_collection: Mapping[str, Any] | None, *, batch_axis: int = 0,
                  allow_empty: bool = True) -> dict[str, jax.Array]:
   """mean_batch(Σ_units KL) for each layer (in nats), keyed by the layer's module path."""
+  if _is_nnx_module(kl_collection):
+    return _nnx_per_layer(kl_collection, allow_empty, 'kl_per_layer')
   return _per_layer(_kl_maps(kl_collection, batch_axis, allow_empty, 'kl_per_layer'), batch_axis)
+
+
+def _nnx_per_layer(model: Any, allow_empty: bool, caller: str) -> dict[str, jax.Array]:
+  terms = _nnx_terms(model, 'kl_term')
+  if not terms and not allow_empty:
+    raise ValueError(f'{caller}: the NNX model {type(model).__name__} has no layer with a KL term, so the KL term '
+                     'would be 0; pass allow_empty=True for a model without KL layers.')
+  return terms
 
 
 def _per_layer(maps: dict[str, list[jax.Array]], batch_axis: int) -> dict[str, jax.Array]:
@@ -152,7 +201,8 @@ def total_kl(kl_collection: Mapping[str, Any] | None, n_train: int, *, batch_axi
   """Lz = Σ_layers mean_batch(Σ_units KL) / n_train: the paper's normalisation, making beta comparable to it.
 
   Args:
-    kl_collection: the 'kl' collection returned by `model.apply(..., mutable=['kl'])`.
+    kl_collection: the 'kl' collection returned by `model.apply(..., mutable=['kl'])`, or an NNX module whose
+      layers keep their last call's KL (`infodrop_jax.nnx_layers`).
     n_train: the size of the training set.
     batch_axis: the batch axis of every KL map (see the module docstring).
     allow_empty: whether an empty collection (None or {}) gives 0; False makes it an error, which catches a
@@ -160,5 +210,8 @@ def total_kl(kl_collection: Mapping[str, Any] | None, n_train: int, *, batch_axi
   """
   if n_train <= 0:
     raise ValueError(f'n_train must be the (positive) size of the training set, got {n_train}.')
-  per_layer = _per_layer(_kl_maps(kl_collection, batch_axis, allow_empty, 'total_kl'), batch_axis)
+  if _is_nnx_module(kl_collection):
+    per_layer = _nnx_per_layer(kl_collection, allow_empty, 'total_kl')
+  else:
+    per_layer = _per_layer(_kl_maps(kl_collection, batch_axis, allow_empty, 'total_kl'), batch_axis)
   return sum(per_layer.values()) / n_train if per_layer else 0.0

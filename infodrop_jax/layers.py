@@ -22,8 +22,6 @@ fields of Flax's ImageNet ResNet, the composite layers take these parts as field
 """
 
 from collections.abc import Callable, Sequence
-import dataclasses
-import math
 from typing import Any
 import warnings
 
@@ -32,56 +30,22 @@ import jax
 import jax.numpy as jnp
 
 from infodrop_jax import kl as kl_lib
+from infodrop_jax import noise as noise_lib
+from infodrop_jax.noise import JAX_RANDOM, NoiseSampler  # pylint: disable=unused-import  (part of this API)
 
 Array = jax.Array
 Dtype = Any
 ModuleDef = Any
 
-ACTIVATIONS: dict[str, Callable[[Array], Array]] = {'relu': nn.relu, 'softplus': nn.softplus}
-PRIORS = ('log_uniform', 'log_normal')
-METHODS = ('information', 'binary', 'gaussian', 'lognormal_constant', 'variational', 'none')
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = noise_lib.ACTIVATIONS
+PRIORS = noise_lib.PRIORS
+METHODS = noise_lib.METHODS
+default_prior = noise_lib.default_prior
 
-# The original takes log max(f, 1e-4) in the log-normal KL: ReLU-like units can be exactly 0.
-_LOG_F_FLOOR = 1e-4
-
-
-@dataclasses.dataclass(frozen=True)
-class NoiseSampler:
-  """Where the noise layers draw their random numbers: functions with `jax.random`'s signatures and values.
-
-  `normal(key, shape, dtype)` and `bernoulli(key, p, shape)`. The default is `jax.random` itself (`JAX_RANDOM`);
-  `infodrop_jax.cpu.SAMPLER` draws the same values faster on XLA:CPU.
-  """
-  normal: Callable[..., Array] = jax.random.normal
-  bernoulli: Callable[..., Array] = jax.random.bernoulli
-
-
-JAX_RANDOM = NoiseSampler()
 
 
 class KLNotCollectedWarning(UserWarning):
   """A noise layer with a KL term ran with noise on outside `apply(..., mutable=['kl'])`."""
-
-
-def _check_choice(owner: str, field: str, value: Any, allowed: Sequence[Any]) -> None:
-  if value not in allowed:
-    raise ValueError(f'{owner}: unknown {field}={value!r}; expected one of {", ".join(map(repr, allowed))}.')
-
-
-def _check_positive(owner: str, field: str, value: float) -> None:
-  if not value > 0:
-    raise ValueError(f'{owner}: {field} must be > 0, got {value!r}.')
-
-
-def _check_rate(owner: str, rate: float) -> None:
-  if not 0.0 <= rate < 1.0:
-    raise ValueError(f'{owner}: rate (the drop probability) must be in [0, 1), got {rate!r}.')
-
-
-def default_prior(activation: str) -> str:
-  """The paper's pairing: log-uniform prior for ReLU, log-normal prior for softplus."""
-  _check_choice('default_prior', 'activation', activation, tuple(ACTIVATIONS))
-  return 'log_uniform' if activation == 'relu' else 'log_normal'
 
 
 class NoiseModule(nn.Module):
@@ -97,7 +61,10 @@ class NoiseModule(nn.Module):
     if not self.has_rng(self.rng_collection):
       raise ValueError(
           f'{type(self).__name__} needs a PRNG key in the {self.rng_collection!r} stream when deterministic=False: '
-          f"pass rngs={{'{self.rng_collection}': key}} to apply(), or call it with deterministic=True.")
+          f"pass rngs={{'{self.rng_collection}': key}} to apply() (Linen), or call it with deterministic=True. From "
+          f'NNX, use the native layers of infodrop_jax.nnx_layers (noise from nnx.Rngs({self.rng_collection}=key), '
+          f'.eval() to switch it off); through nnx.bridge.ToNNX, give rngs=nnx.Rngs(params=..., '
+          f'{self.rng_collection}=...).')
     return self.make_rng(self.rng_collection)
 
   def _sow_kl(self, kl_map: Array, deterministic: bool | None = None) -> None:
@@ -136,28 +103,24 @@ class InformationDropout(NoiseModule):
   sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
-    _check_positive(type(self).__name__, 'max_alpha', self.max_alpha)
-    _check_choice(type(self).__name__, 'prior', self.prior, PRIORS)
+    noise_lib.check_positive(type(self).__name__, 'max_alpha', self.max_alpha)
+    noise_lib.check_choice(type(self).__name__, 'prior', self.prior, PRIORS)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, f: Array, alpha_logits: Array, deterministic: bool | None = None) -> Array:
     if f.shape != alpha_logits.shape:
       raise ValueError(f'InformationDropout: alpha_logits shape {alpha_logits.shape} must equal signal shape {f.shape}.')
-    alpha = kl_lib.ALPHA_FLOOR + self.max_alpha * jax.nn.sigmoid(alpha_logits.astype(jnp.float32))
-    self.sow('intermediates', 'alpha', alpha)
-    if self.prior == 'log_uniform':
-      self._sow_kl(kl_lib.log_uniform_kl(alpha, self.max_alpha), deterministic)
-    else:
+    mu = log_sigma = None
+    if self.prior == 'log_normal':
       mu = self.param('prior_mu', nn.initializers.zeros_init(), (), jnp.float32)
       log_sigma = self.param('prior_log_sigma', nn.initializers.zeros_init(), (), jnp.float32)
-      log_f = jnp.log(jnp.maximum(f.astype(jnp.float32), _LOG_F_FLOOR))
-      self._sow_kl(kl_lib.log_normal_kl(alpha, log_f, mu, jnp.exp(log_sigma)), deterministic)
     key = self._noise_key(deterministic)
-    if key is None:
-      return f
-    log_eps = alpha * self.sampler.normal(key, f.shape, jnp.float32)
-    return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
+    z, kl_map, alpha = noise_lib.information_dropout(f, alpha_logits, key, max_alpha=self.max_alpha, prior=self.prior,
+                                                     prior_mu=mu, prior_log_sigma=log_sigma, sampler=self.sampler)
+    self.sow('intermediates', 'alpha', alpha)
+    self._sow_kl(kl_map, deterministic)
+    return z
 
 
 class LogNormalDropout(NoiseModule):
@@ -173,21 +136,15 @@ class LogNormalDropout(NoiseModule):
   sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
-    _check_positive(type(self).__name__, 'alpha', self.alpha)
-    _check_positive(type(self).__name__, 'max_alpha', self.max_alpha)
-    if self.alpha > self.max_alpha + kl_lib.ALPHA_FLOOR:
-      raise ValueError(f'{type(self).__name__}: alpha={self.alpha!r} exceeds max_alpha + {kl_lib.ALPHA_FLOOR} '
-                       f'({self.max_alpha + kl_lib.ALPHA_FLOOR!r}), where its KL would turn negative; raise max_alpha.')
+    noise_lib.check_lognormal(type(self).__name__, self.alpha, self.max_alpha)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
-    self._sow_kl(jnp.broadcast_to(kl_lib.log_uniform_kl(self.alpha, self.max_alpha), f.shape), deterministic)
-    key = self._noise_key(deterministic)
-    if key is None:
-      return f
-    log_eps = self.alpha * self.sampler.normal(key, f.shape, jnp.float32)
-    return (f.astype(jnp.float32) * jnp.exp(log_eps)).astype(f.dtype)
+    z, kl_map = noise_lib.lognormal_dropout(f, self._noise_key(deterministic), alpha=self.alpha,
+                                            max_alpha=self.max_alpha, sampler=self.sampler)
+    self._sow_kl(kl_map, deterministic)
+    return z
 
 
 class _RateNoise(NoiseModule):
@@ -198,7 +155,7 @@ class _RateNoise(NoiseModule):
   sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
-    _check_rate(type(self).__name__, self.rate)
+    noise_lib.check_rate(type(self).__name__, self.rate)
     super().__post_init__()
 
 
@@ -207,15 +164,8 @@ class BinaryDropout(_RateNoise):
 
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
-    if self.rate == 0.0:
-      return f
-    key = self._noise_key(deterministic)
-    if key is None:
-      return f
-    keep = 1.0 - self.rate
-    mask = self.sampler.bernoulli(key, keep, f.shape)
-    # Scale in float32: keep = 0.8 in bfloat16 is 0.80078, a bias of E[z].
-    return jnp.where(mask, f.astype(jnp.float32) / keep, 0.0).astype(f.dtype)
+    key = None if self.rate == 0.0 else self._noise_key(deterministic)
+    return noise_lib.binary_dropout(f, key, rate=self.rate, sampler=self.sampler)
 
 
 class GaussianDropout(_RateNoise):
@@ -223,12 +173,7 @@ class GaussianDropout(_RateNoise):
 
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
-    key = self._noise_key(deterministic)
-    if key is None:
-      return f
-    std = math.sqrt(self.rate / (1.0 - self.rate))
-    eps = 1.0 + std * self.sampler.normal(key, f.shape, jnp.float32)
-    return (f.astype(jnp.float32) * eps).astype(f.dtype)
+    return noise_lib.gaussian_dropout(f, self._noise_key(deterministic), rate=self.rate, sampler=self.sampler)
 
 
 class VariationalDropout(NoiseModule):
@@ -243,24 +188,17 @@ class VariationalDropout(NoiseModule):
   sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
-    _check_rate(type(self).__name__, self.init_rate)
-    if self.init_rate == 0.0:
-      raise ValueError('VariationalDropout: init_rate must be > 0 (alpha = rate/(1-rate) is learned in log space).')
+    noise_lib.check_variational(type(self).__name__, self.init_rate)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, f: Array, deterministic: bool | None = None) -> Array:
-    init_log_alpha = math.log(self.init_rate / (1.0 - self.init_rate))
-    raw_log_alpha = self.param('log_alpha', nn.initializers.constant(init_log_alpha), (f.shape[-1],), jnp.float32)
-    # Cap α at 1 in value but pass the gradient straight through: a hard clip would freeze every unit whose
-    # parameter once stepped above the cap (the default init sits exactly on it).
-    log_alpha = raw_log_alpha - jax.lax.stop_gradient(jnp.maximum(raw_log_alpha, 0.0))
-    self._sow_kl(jnp.broadcast_to(kl_lib.variational_dropout_kl(log_alpha), f.shape), deterministic)
-    key = self._noise_key(deterministic)
-    if key is None:
-      return f
-    eps = 1.0 + jnp.exp(0.5 * log_alpha) * self.sampler.normal(key, f.shape, jnp.float32)
-    return (f.astype(jnp.float32) * eps).astype(f.dtype)
+    raw_log_alpha = self.param('log_alpha', nn.initializers.constant(noise_lib.initial_log_alpha(self.init_rate)),
+                               (f.shape[-1],), jnp.float32)
+    z, kl_map = noise_lib.variational_dropout(f, self._noise_key(deterministic), raw_log_alpha=raw_log_alpha,
+                                              sampler=self.sampler)
+    self._sow_kl(kl_map, deterministic)
+    return z
 
 
 class _NoisyProjection(nn.Module):
@@ -313,20 +251,9 @@ class _NoisyProjection(nn.Module):
   sampler: NoiseSampler = JAX_RANDOM
 
   def __post_init__(self):
-    owner = type(self).__name__
-    _check_choice(owner, 'method', self.method, METHODS)
-    _check_choice(owner, 'activation', self.activation, tuple(ACTIVATIONS))
-    if self.prior is not None:
-      _check_choice(owner, 'prior', self.prior, PRIORS)
-      if self.method != 'information':
-        raise ValueError(f'{owner}: prior={self.prior!r} applies to method=\'information\' only, not '
-                         f'method={self.method!r}; leave prior=None.')
-    if self.method == 'information' and self.activation == 'relu' and self.prior == 'log_normal':
-      raise ValueError(f'{owner}: prior=\'log_normal\' needs positive units (activation=\'softplus\'): a ReLU unit '
-                       f'at 0 has no log-normal posterior. Use the log-uniform prior with ReLU.')
-    _check_positive(owner, 'max_alpha', self.max_alpha)
-    _check_positive(owner, 'lognormal_alpha', self.lognormal_alpha)
-    _check_rate(owner, self.rate)
+    noise_lib.check_noisy_projection(type(self).__name__, method=self.method, activation=self.activation,
+                                     prior=self.prior, max_alpha=self.max_alpha, lognormal_alpha=self.lognormal_alpha,
+                                     rate=self.rate)
     super().__post_init__()
 
   def _projection(self, features: int, use_bias: bool, x: Array, **kwargs) -> nn.Module:
@@ -371,8 +298,12 @@ class _NoisyProjection(nn.Module):
       return VariationalDropout(init_rate=self.rate, **common)
     return None
 
+  def _check_input(self, x: Array) -> None:
+    raise NotImplementedError
+
   @nn.compact
   def __call__(self, x: Array, deterministic: bool | None = None, use_running_average: bool | None = None) -> Array:
+    self._check_input(x)
     fused = self.fuse_alpha and self.method == 'information'
     if fused:
       f, alpha_logits = self._fused_projections(x, signal_bias=not self.use_bn)
@@ -427,6 +358,14 @@ class InformationDropoutConv(_NoisyProjection):
                      padding=self.padding, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                      **kwargs)
 
+  def _check_input(self, x: Array) -> None:
+    if isinstance(self.kernel_size, Sequence):
+      spatial = len(self.kernel_size)
+      noise_lib.check_input_rank(type(self).__name__, x, spatial + 2,
+                                 f'(batch, {spatial} spatial axes, channels) for kernel_size {tuple(self.kernel_size)}')
+    elif jnp.ndim(x) < 3:
+      noise_lib.check_input_rank(type(self).__name__, x, 4, '(batch, height, width, channels)')
+
   def _window(self, x: Array) -> tuple[int, ...]:
     window = self._spatial(self.kernel_size, x)
     if x.ndim != len(window) + 2:
@@ -445,6 +384,10 @@ class InformationDropoutDense(_NoisyProjection):
   def _projection(self, features: int, use_bias: bool, x: Array, **kwargs) -> nn.Module:
     del x  # A dense projection does not depend on the input's rank.
     return self.dense(features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, **kwargs)
+
+  def _check_input(self, x: Array) -> None:
+    if jnp.ndim(x) < 2:  # more axes are fine: a dense layer maps the last one
+      noise_lib.check_input_rank(type(self).__name__, x, 2, '(batch, features)')
 
   def _window(self, x: Array) -> tuple[int, ...]:
     del x

@@ -34,7 +34,7 @@ MODEL_NAMES = ('all_cnn_32', 'all_cnn_96', 'mlp')
 
 # The original's BatchNorm is tf.contrib.layers.batch_norm with its defaults: a learned shift but no scale γ,
 # epsilon 1e-3 (the decay is the config's bn_momentum).
-_ORIGINAL_BN = dict(use_scale=False, epsilon=1e-3)
+ORIGINAL_BN = dict(use_scale=False, epsilon=1e-3)
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -58,7 +58,7 @@ class _NoiseSettings(nn.Module):
   def _noisy(self, layer_cls: type[nn.Module], features: int, name: str, **kwargs) -> nn.Module:
     return layer_cls(features, method=self.dropout, activation=self.activation, max_alpha=self.max_alpha,
                      rate=self.dropout_rate, lognormal_alpha=self.lognormal_alpha, bn_momentum=self.bn_momentum,
-                     bn_epsilon=_ORIGINAL_BN['epsilon'], bn_use_scale=_ORIGINAL_BN['use_scale'], dtype=self.dtype,
+                     bn_epsilon=ORIGINAL_BN['epsilon'], bn_use_scale=ORIGINAL_BN['use_scale'], dtype=self.dtype,
                      fuse_alpha=self.fuse_alpha, sampler=self.sampler, name=name, **kwargs)
 
 
@@ -91,7 +91,7 @@ class AllCNN(_NoiseSettings):
   def _conv_bn_act(self, x: jax.Array, features: int, kernel: int, name: str, use_running_average: bool) -> jax.Array:
     x = self.conv(features, (kernel, kernel), padding='SAME', use_bias=False, dtype=self.dtype, name=name)(x)
     x = self._norm()(use_running_average=use_running_average, momentum=self.bn_momentum, dtype=self.dtype,
-                     name=f'{name}_bn', **_ORIGINAL_BN)(x)
+                     name=f'{name}_bn', **ORIGINAL_BN)(x)
     return layers.ACTIVATIONS[self.activation](x)
 
   def _classifier_head(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -145,22 +145,31 @@ class MLP(_NoiseSettings):
     return nn.Dense(self.num_classes, dtype=self.dtype, name='logits')(x).astype(jnp.float32)
 
 
-def _scaled(width: int, filter_percentage: float) -> int:
+def scaled_width(width: int, filter_percentage: float) -> int:
+  """int(width · filter_percentage), at least 1: the original's filter_percentage."""
   if not 0 < filter_percentage <= 1:
     raise ValueError(f'filter_percentage must be in (0, 1], got {filter_percentage!r}.')
   return max(1, int(width * filter_percentage))
 
 
-def all_cnn_32(filter_percentage: float = 1.0, **kwargs) -> AllCNN:
+def all_cnn_32_sizes(filter_percentage: float = 1.0) -> dict[str, Any]:
   """All-CNN-32 of the original cifar.py: blocks of 96 and 192 filters (× filter_percentage), input dropout 0.2."""
-  n1, n2 = _scaled(96, filter_percentage), _scaled(192, filter_percentage)
-  kwargs.setdefault('input_dropout_rate', 0.2)
-  return AllCNN(block_features=(n1, n2), top_features=n2, **kwargs)
+  n1, n2 = scaled_width(96, filter_percentage), scaled_width(192, filter_percentage)
+  return dict(block_features=(n1, n2), top_features=n2, input_dropout_rate=0.2)
+
+
+# All-CNN-96 of the original cluttered.py: four noisy pooling layers at 48, 24, 12 and 6 px, no input dropout.
+ALL_CNN_96_SIZES = dict(block_features=(32, 64, 96, 192), top_features=192, input_dropout_rate=0.0)
+
+
+def all_cnn_32(filter_percentage: float = 1.0, **kwargs) -> AllCNN:
+  """All-CNN-32 (`all_cnn_32_sizes`) as a Linen module."""
+  return AllCNN(**{**all_cnn_32_sizes(filter_percentage), **kwargs})
 
 
 def all_cnn_96(**kwargs) -> AllCNN:
-  """All-CNN-96 of the original cluttered.py: four noisy pooling layers at 48, 24, 12 and 6 px, no input dropout."""
-  return AllCNN(block_features=(32, 64, 96, 192), top_features=192, **kwargs)
+  """All-CNN-96 (`ALL_CNN_96_SIZES`) as a Linen module."""
+  return AllCNN(**{**ALL_CNN_96_SIZES, **kwargs})
 
 
 # Fields a model does not read, with the base config's default: another value there would be silently ignored.
@@ -222,19 +231,23 @@ def validate_config(model_config: ml_collections.ConfigDict) -> None:
       logging.warning(message)
 
 
+def model_settings(model_config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
+  """The noise settings every model (Linen or NNX) takes from `config.model` (validated first)."""
+  validate_config(model_config)
+  return dict(num_classes=num_classes, dropout=model_config.dropout, activation=model_config.activation,
+              max_alpha=model_config.max_alpha, dropout_rate=model_config.dropout_rate,
+              lognormal_alpha=model_config.lognormal_alpha, bn_momentum=model_config.bn_momentum,
+              dtype=DTYPES[model_config.dtype])
+
+
 def create_model(model_config: ml_collections.ConfigDict, num_classes: int, **parts: Any) -> nn.Module:
   """Builds the model named by `model_config.name` (validated first); all noise settings come from the config.
 
   `parts` (`conv`, `norm`, `sampler`, `axis_name`: the fields of the module docstring) replace Flax's defaults;
   those a model does not have (an MLP has no conv or BatchNorm) are left out.
   """
-  validate_config(model_config)
+  common = dict(model_settings(model_config, num_classes), fuse_alpha=model_config.get('fuse_alpha', False))
   name = model_config.name
-  common = dict(
-      num_classes=num_classes, dropout=model_config.dropout, activation=model_config.activation,
-      max_alpha=model_config.max_alpha, dropout_rate=model_config.dropout_rate,
-      lognormal_alpha=model_config.lognormal_alpha, bn_momentum=model_config.bn_momentum,
-      dtype=DTYPES[model_config.dtype], fuse_alpha=model_config.get('fuse_alpha', False))
   if name == 'all_cnn_32':
     return all_cnn_32(filter_percentage=model_config.filter_percentage,
                       input_dropout_rate=model_config.input_dropout_rate, **common, **with_fields(AllCNN, parts))

@@ -589,10 +589,9 @@ def echo_mutual_information_nats(log_s: ArrayLike, d_max: int | None = None,
   """Echo noise's exact I(X;Z) = −E_x Σ_d log S_d(x) through the same (value, stderr) interface.
 
   The per-example value is exact (`echo.echo_mutual_information`), so the stderr is 0.0; the mean over the batch
-  is then I(X;Z) with X uniform over that batch. Pass the d_max and clip factor the layer used (default: echo's
-  defaults, which are the layer's).
+  is then I(X;Z) with X uniform over that batch. Pass the d_max (or the clip factor) the layer sampled with: the
+  rate depends on it.
   """
-  kwargs = {} if d_max is None else {'d_max': d_max}
-  per_example = echo.echo_mutual_information(jnp.asarray(log_s), clip_factor=clip_factor, **kwargs)
+  per_example = echo.echo_mutual_information(jnp.asarray(log_s), d_max=d_max, clip_factor=clip_factor)
   value = jnp.mean(per_example)
   return MIEstimate(value, jnp.zeros((), value.dtype))

@@ -55,6 +55,7 @@ import optax
 from infodrop_jax import echo
 from infodrop_jax import kl as kl_lib
 from infodrop_jax import layers
+from infodrop_jax import noise as noise_lib
 
 Array = jax.Array
 ModuleDef = Any
@@ -66,8 +67,6 @@ INFO_ACTIVATIONS = ('softplus', 'relu')
 # Values in [0, 1], as both likelihoods need; GCN/ZCA data is not.
 UNIT_PREPROCESSINGS = ('none', 'scale', 'binarize_threshold', 'binarize_sample', 'binarize_stochastic')
 _CONV_IMAGE_SIZE = (28, 28)
-# The floor of log f in the information latent's log-normal posterior, as in `layers.InformationDropout`'s KL.
-_LOG_F_FLOOR = 1e-4
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -377,7 +376,7 @@ def importance_weighted_nll(model: VAE, variables: Mapping[str, Any], images: Ar
       loc, scale = posterior['mean'], jnp.exp(0.5 * posterior['log_var'])
       prior_loc, prior_scale = jnp.float32(0.0), jnp.float32(1.0)
     else:
-      loc, scale = jnp.log(jnp.maximum(posterior['f'], _LOG_F_FLOOR)), posterior['alpha']
+      loc, scale = jnp.log(jnp.maximum(posterior['f'], noise_lib.LOG_F_FLOOR)), posterior['alpha']
       prior_loc, prior_scale = _prior_log_normal_params(variables)
     b = x.shape[0]
 

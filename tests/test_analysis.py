@@ -262,6 +262,9 @@ def test_independent_features_give_the_independence_floor():
   shuffled = [stats.shuffled_total_correlation(correlated, rng)['tc_per_dim_nats'] for _ in range(100)]
   assert abs(np.mean(shuffled) - floor) < 4 * np.std(shuffled, ddof=1) / 10
   assert stats.gaussian_total_correlation(np.cov(correlated, rowvar=False), n)['tc_per_dim_nats'] > 10 * floor
+  # One feature (a 1-unit noisy layer): no correlation to have, TC 0.
+  one = stats.shuffled_total_correlation(rng.standard_normal((n, 1)), rng)
+  assert one['tc_nats'] == pytest.approx(0.0, abs=1e-12) and one['dims'] == 1 and stats.independence_floor(1, n) == 0.0
 
 
 def test_a_known_correlation_gives_its_closed_form_above_the_floor():

@@ -10,7 +10,8 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'infodrop_jax'
 # What a library user imports to build a model: none of it may depend on the opt-in CPU speed-ups.
 LIBRARY_MODULES = ('infodrop_jax.layers', 'infodrop_jax.kl', 'infodrop_jax.echo', 'infodrop_jax.models',
-                   'infodrop_jax.vae', 'infodrop_jax.mutual_information')
+                   'infodrop_jax.vae', 'infodrop_jax.mutual_information', 'infodrop_jax.noise',
+                   'infodrop_jax.nnx_layers', 'infodrop_jax.nnx_models')
 
 
 def _modules() -> dict[str, pathlib.Path]:

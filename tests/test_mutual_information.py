@@ -616,8 +616,10 @@ def test_echo_wrapper_equals_mean_of_minus_sum_log_s():
   expected = np.mean(-np.sum(np.log(clip) + np.asarray(log_s).reshape(6, -1), axis=1))
   np.testing.assert_allclose(value, expected, rtol=1e-6)
   assert float(stderr) == 0.0
-  default, _ = info.echo_mutual_information_nats(log_s)  # Echo's own defaults, as the layer uses them.
-  np.testing.assert_allclose(default, np.mean(echo.echo_mutual_information(log_s)), rtol=1e-6)
+  default, _ = info.echo_mutual_information_nats(log_s, d_max=echo.DEFAULT_D_MAX)  # the layer's default
+  np.testing.assert_allclose(default, np.mean(echo.EchoNoise().mutual_information(log_s)), rtol=1e-6)
+  with pytest.raises(ValueError, match='pass the d_max the echo noise was sampled with'):
+    info.echo_mutual_information_nats(log_s)
   value, _ = info.echo_mutual_information_nats(log_s, clip_factor=echo.PAPER_CLIP_FACTOR)
   np.testing.assert_allclose(value, np.mean(-np.sum(math.log(echo.PAPER_CLIP_FACTOR) + np.asarray(log_s).reshape(6, -1),
                                                     axis=1)), rtol=1e-6)

@@ -49,3 +49,14 @@ def test_every_section_the_readme_points_to_exists():
   links = re.findall(r'\]\(#([^)]+)\)', text)
   assert links and not [link for link in links if link not in headings]
   assert not re.search(r'\(see [^)]* below\)|\((?:[^()]*\s)?below\)', text), 'a "below" with no section named'
+
+
+def test_nnx_example_trains_with_kl_in_the_loss_and_compiles_once():
+  (example,) = [block for block in _python_blocks() if 'class MyNNXNet' in block]
+  namespace = {}
+  exec(compile(example, str(README), 'exec'), namespace)  # pylint: disable=exec-used
+  loss = float(namespace['nnx_loss'])
+  assert np.isfinite(loss) and namespace['logits'].shape == (8, 10)
+  # After .eval() the noise is off, and the model's KL is its last call's.
+  model = namespace['model']
+  assert model.info.noise.deterministic and np.isfinite(float(namespace['kl'].total_kl(model, 60_000)))

@@ -9,7 +9,6 @@ import pathlib
 import re
 import shutil
 
-import pytest
 
 from infodrop_jax import sweep
 from infodrop_jax.sweep import checks, overview

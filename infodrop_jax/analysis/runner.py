@@ -494,8 +494,8 @@ class _Context:
                      'out) and the TC that independent features of the same dimensions, samples and marginals give '
                      '(floor); only the excess over the floor is evidence of dependence between the units')
     self.result['total_correlation_clean'] = clean
-    self._save_npz('total_correlation.npz', correlation_eigenvalues=eigenvalues, variances=np.diag(moments.covariance()),
-                   clean_correlation_eigenvalues=clean_eigenvalues)
+    self._save_npz('total_correlation.npz', correlation_eigenvalues=eigenvalues,
+                   variances=np.diag(moments.covariance()), clean_correlation_eigenvalues=clean_eigenvalues)
     self.progress(f'total correlation of {last}: {tc["tc_per_dim_nats"]} nats per dimension ({tc["variant"]}, '
                   f'{tc["samples"]} samples × {tc["dims"]} dims); noise off: {clean["tc_per_dim_nats"]}, floor '
                   f'{clean["floor_per_dim_nats"]}')

@@ -116,7 +116,7 @@ def gaussian_total_correlation(covariance: np.ndarray, num_samples: int) -> dict
   Returns:
     {'tc_nats', 'tc_per_dim_nats', 'dims', 'constant_dims', 'samples', 'singular', 'eigenvalues' (of R, numpy)}.
   """
-  covariance = np.asarray(covariance, np.float64)
+  covariance = np.atleast_2d(np.asarray(covariance, np.float64))  # np.cov of one column is a 0-d array
   variance = np.diag(covariance)
   keep = variance > 1e-12 * max(float(variance.max(initial=0.0)), 1e-300)
   std = np.sqrt(variance[keep])

@@ -27,7 +27,7 @@ import numpy as np
 from infodrop_jax.sweep import inference
 from infodrop_jax.sweep.inference import AGREE, CANNOT_TELL, DISAGREE, fmt
 from infodrop_jax.sweep.results import number
-from infodrop_jax.sweep.spec import SEED_AXIS, SweepError, axes_of, sanitize
+from infodrop_jax.sweep.spec import SweepError, axes_of, sanitize
 
 COMMON_FIELDS = ('check', 'metric', 'description', 'where', 'along', 'mode', 'tolerance')
 PRECONDITION_FIELDS = ('why', 'optional', 'gates')
@@ -269,7 +269,8 @@ class Le(Kind, _Groups):
                             {**where, x: v, by: str(spec['b'])}, self.region(spec)) for v in _xs(evidence, spec)]
 
   def claim(self, spec):
-    return f'{spec["metric"]} at {spec["by"]}={spec["a"]} − at {spec["by"]}={spec["b"]} {_region_text(*self.region(spec))}'
+    by = spec['by']
+    return f'{spec["metric"]} at {by}={spec["a"]} − at {by}={spec["b"]} {_region_text(*self.region(spec))}'
 
 
 class Increasing(Kind, _Groups):
@@ -345,7 +346,9 @@ class RangeLe(Kind, _Groups):
   def margin(self, spec, values: np.ndarray | None = None) -> float:
     if 'margin' in spec:
       return float(spec['margin'])
-    return float(spec['relative_margin']) * float(abs(values.mean())) if values is not None and values.size else math.nan
+    if values is None or not values.size:
+      return math.nan
+    return float(spec['relative_margin']) * float(abs(values.mean()))
 
   def region(self, spec, values=None):
     m = self.margin(spec, values)
@@ -669,7 +672,8 @@ def _spec_dict(spec) -> dict[str, Any]:
   return dict(spec.to_dict()) if isinstance(spec, ml_collections.ConfigDict) else dict(spec)
 
 
-def _expand(metric: str, columns: Iterable[str]) -> list[str]:
+def expand(metric: str, columns: Iterable[str]) -> list[str]:
+  """The columns `metric` names: itself, or every column with its prefix when it ends in '*'."""
   if metric.endswith('*'):
     return sorted(c for c in columns if c.startswith(metric[:-1]))
   return [metric]
@@ -713,7 +717,7 @@ def evaluate_one(name: str, raw, evidence: Evidence) -> Outcome:
   spec = _spec_dict(raw)
   kind = KINDS[str(spec['check'])]
   columns = kind.columns(evidence, spec)
-  metrics = [m for m in _expand(str(spec['metric']), columns) if m in columns]
+  metrics = [m for m in expand(str(spec['metric']), columns) if m in columns]
   measured = bool(metrics)
   leaves = [(m, leaf) for m in metrics for leaf in kind.leaves(evidence, spec, m)]
   family = max(1, len(leaves))

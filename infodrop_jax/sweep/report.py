@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ml_collections
@@ -31,12 +30,6 @@ def verdicts(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], work
 
 def _x_order(config: ml_collections.ConfigDict, x: str) -> list[str]:
   return checks.x_labels(config, x)
-
-
-def _expand(metric: str, columns: Iterable[str]) -> list[str]:
-  if metric.endswith('*'):
-    return sorted(c for c in columns if c.startswith(metric[:-1]))
-  return [metric]
 
 
 CHECKS = checks.CHECKS
@@ -210,7 +203,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str, draw: bool = T
   columns = {c.rsplit(':', 1)[0] for row in means for c in row if c.endswith(':mean')}
   panels = []
   for metric in config.report.metrics:
-    expanded = [c for c in _expand(str(metric), columns) if c in columns]
+    expanded = [c for c in checks.expand(str(metric), columns) if c in columns]
     if expanded:
       panels.append((str(metric).rstrip('*').rstrip(':') if str(metric).endswith('*') else str(metric), expanded))
   name = sanitize(str(config.name) or 'sweep')
@@ -294,8 +287,17 @@ def write_report(config: ml_collections.ConfigDict, workdir: str, draw: bool = T
       lines.append(f'- `{r["point"]}`: {r["status"]}{why}')
     lines.append('')
   machines = list(saved.get('machines') or []) if from_csv else _point_machines(all_points, workdir)
-  if machines and not from_csv and saved:
-    write_json(os.path.join(workdir, SWEEP_FILE), {**saved, 'machines': machines})
+  # Each point's commands as they ran (a data path is this machine's): kept in sweep.json, so that a report rebuilt
+  # from its committed files elsewhere prints them, not that machine's.
+  point_commands = list(saved.get('point_commands') or []) if from_csv else []
+  if not point_commands:
+    for p in all_points:
+      point_dir = os.path.join(ran_in, p.name)
+      point_commands.append(display_command(train_command(p, point_dir)))
+      if config.analyze:
+        point_commands.append(display_command(analyze_command(p, point_dir)))
+  if not from_csv and saved:
+    write_json(os.path.join(workdir, SWEEP_FILE), {**saved, 'machines': machines, 'point_commands': point_commands})
   lines += ['## Machine and date', '']
   if not machines:
     lines.append(f'- not recorded (no point has a {STATUS_FILE} written by --mode=sweep)')
@@ -308,11 +310,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str, draw: bool = T
   lines += ['', '## Commands', '', 'The sweep (from the repository root):', '', '```bash']
   lines += list(saved.get('commands', [])) or [f'# not recorded ({SWEEP_FILE} has no sweep command)']
   lines += ['```', '', '<details><summary>Every point\'s commands</summary>', '', '```bash']
-  for p in all_points:
-    point_dir = os.path.join(ran_in, p.name)
-    lines.append(display_command(train_command(p, point_dir)))
-    if config.analyze:
-      lines.append(display_command(analyze_command(p, point_dir)))
+  lines += point_commands
   lines += ['```', '', '</details>', '']
   path = os.path.join(workdir, REPORT_FILE)
   with replacing(path) as f:
