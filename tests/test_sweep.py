@@ -177,7 +177,8 @@ def test_sweep_end_to_end_resumes_and_reports_failures(shared_data, tmp_path):
   # With two seeds of a 1-epoch net the outcome may be any of the three words; the line and its numbers must be there.
   (line,) = [l for l in text.splitlines() if l.startswith('- (smoke, not a verdict) `information_le_binary`')]
   assert any(f'**{word}**' in line for word in ('agrees', 'disagrees', 'cannot tell'))
-  assert 'test_error_d of information ≤ binary at 1/1 (width=16: ' in line
+  assert 'claim test_error_d at dropout=information − at dropout=binary < 0' in line and '(Welch t, df ' in line
+  assert 'width=16: ' in line and 'n = 2 vs 2' in line
   assert f'--config={SMOKE}' in text and '--mode=sweep' in text and 'dropout=bogus,width=16,seed=0' in text
   assert 'Machine and date' in text
 

@@ -125,7 +125,8 @@ def gaussian_total_correlation(covariance: np.ndarray, num_samples: int) -> dict
   dims = int(keep.sum())
   singular = num_samples <= dims or eigenvalues.min(initial=1.0) <= 1e-12
   tc = None if singular else float(-0.5 * np.sum(np.log(eigenvalues)))
-  return {'tc_nats': tc, 'tc_per_dim_nats': None if tc is None else tc / dims, 'dims': dims,
+  # No dimension varies (e.g. one dead unit): TC 0, and no per-dimension value.
+  return {'tc_nats': tc, 'tc_per_dim_nats': None if tc is None or not dims else tc / dims, 'dims': dims,
           'constant_dims': int((~keep).sum()), 'samples': int(num_samples), 'singular': bool(singular),
           'eigenvalues': eigenvalues}
 
@@ -138,6 +139,8 @@ def independence_floor(dims: int, samples: int) -> float:
   although the true TC is 0 (e.g. 0.086 nats per dimension for d = 3072, n = 10 000).
   """
   from scipy.special import digamma  # pylint: disable=g-import-not-at-top
+  if dims < 2:  # nothing to correlate
+    return 0.0
   if samples <= dims:
     return float('inf')
   i = np.arange(2, dims + 1, dtype=np.float64)
